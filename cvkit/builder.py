@@ -1,0 +1,342 @@
+"""Config dicts -> objects, bottom-up, checked against signatures before anything is built.
+
+``build`` works in two passes:
+
+1. **plan**: walk the whole config; resolve every ``type``; check every key against the
+   class signature and every value against its annotation; find missing required arguments.
+   Nothing is constructed, so a typo deep in ``model.head`` fails before the backbone loads
+   pretrained weights.
+2. **instantiate**: construct children first, in signature order, and pass them to their
+   parent. Wiring the user should not repeat is filled in here: a component's ``in_channels``
+   (and ``in_strides``) left out of its config come from the ``feature_info`` of the sibling
+   built just before it (backbone -> neck -> head).
+
+Which registry builds a nested ``{type: ...}`` dict is decided by the argument's name
+(``backbone`` -> BACKBONES, ``cls_loss`` -> LOSSES, ``transforms`` -> TRANSFORMS, ...); an
+argument with another name looks the type up in every registry.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, get_args, get_origin
+
+from cvkit import registry as R
+from cvkit.errors import (
+    ConfigError,
+    MissingArgumentError,
+    UnknownArgumentError,
+    UnknownTypeError,
+    did_you_mean,
+)
+from cvkit.typecheck import Deferred, check_value, type_name
+
+# The arguments whose value the builder fills from the upstream sibling's feature_info.
+WIRED_ARGS = ("in_channels", "in_strides")
+
+_BY_NAME: dict[str, R.Registry] = {
+    "backbone": R.BACKBONES,
+    "neck": R.NECKS,
+    "head": R.HEADS,
+    "model": R.MODELS,
+    "loss": R.LOSSES,
+    "losses": R.LOSSES,
+    "anchor_generator": R.ANCHOR_GENERATORS,
+    "box_coder": R.BOX_CODERS,
+    "matcher": R.MATCHERS,
+    "sampler": R.SAMPLERS,
+    "transforms": R.TRANSFORMS,
+    "transform": R.TRANSFORMS,
+    "dataset": R.DATASETS,
+    "metrics": R.METRICS,
+    "metric": R.METRICS,
+    "hooks": R.HOOKS,
+    "optimizer": R.OPTIMIZERS,
+    "scheduler": R.SCHEDULERS,
+    "preprocessor": R.PREPROCESSORS,
+}
+_BY_SUFFIX: dict[str, R.Registry] = {
+    "_backbone": R.BACKBONES,
+    "_neck": R.NECKS,
+    "_head": R.HEADS,
+    "_loss": R.LOSSES,
+    "_transforms": R.TRANSFORMS,
+    "_matcher": R.MATCHERS,
+    "_sampler": R.SAMPLERS,
+    "_coder": R.BOX_CODERS,
+    "_generator": R.ANCHOR_GENERATORS,
+}
+
+Describe = Callable[[str], "str | None"]
+
+
+def registry_for_arg(name: str) -> R.Registry | None:
+    """The registry that builds ``{type: ...}`` values of an argument called ``name``."""
+    if name in _BY_NAME:
+        return _BY_NAME[name]
+    for suffix, reg in _BY_SUFFIX.items():
+        if name.endswith(suffix):
+            return reg
+    return None
+
+
+@dataclass
+class Node(Deferred):
+    """A planned component: its class, checked kwargs (values may be Nodes) and wiring."""
+
+    cls: Any
+    path: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    wire: dict[str, tuple[Any, bool]] = field(
+        default_factory=dict
+    )  # name -> (annotation, required)
+
+
+def build(
+    cfg: dict[str, Any] | Any,
+    registry: R.Registry | None = None,
+    *,
+    path: str = "",
+    describe: Describe | None = None,
+    **defaults: Any,
+) -> Any:
+    """Build the object ``cfg`` describes, with every nested component.
+
+    Args:
+        cfg: a dict with ``type`` (a registered name, ``"pkg.mod:Class"`` or a class) and
+            the keyword arguments; nested ``{type: ...}`` dicts are built first.
+        registry: where ``type`` is looked up; ``None`` searches every registry.
+        path: the config path of ``cfg`` (``"model"``), for error messages.
+        describe: maps a config path to the file (and ``_base_`` chain) it came from.
+        **defaults: arguments used when ``cfg`` does not set them.
+
+    Raises:
+        ConfigError: before anything is constructed, for any unknown type, unknown or
+            missing argument, or value of the wrong type.
+    """
+    if not isinstance(cfg, dict):
+        return cfg  # already an object
+    cfg = {**{k: v for k, v in defaults.items() if k not in cfg}, **cfg}
+    node = plan(cfg, registry, path=path, describe=describe)
+    return instantiate(node, describe=describe)
+
+
+def plan(
+    cfg: dict[str, Any],
+    registry: R.Registry | None,
+    *,
+    path: str = "",
+    describe: Describe | None = None,
+    nested: bool = False,
+) -> Node:
+    """Check ``cfg`` against its class and return the plan; constructs nothing."""
+    where = path or "<config>"
+    try:
+        cls = _resolve_type(cfg, registry, where)
+        params, hints, var_kw = _signature(cls)
+        node = Node(cls, path)
+        for key, value in cfg.items():
+            if key == "type":
+                continue
+            sub = f"{path}.{key}" if path else key
+            if key not in params and not var_kw:
+                raise _unknown_argument(cls, key, params, sub)
+            node.kwargs[key] = _plan_value(value, key, hints.get(key), sub, describe)
+        for name, p in params.items():
+            if name in cfg:
+                continue
+            required = p.default is inspect.Parameter.empty
+            if nested and name in WIRED_ARGS:
+                node.wire[name] = (hints.get(name, inspect.Parameter.empty), required)
+                continue
+            if not required:
+                continue
+            raise MissingArgumentError(
+                f"{_name(cls)} is missing the required argument {name!r}",
+                where=where,
+                hints=[f"add `{name}: ...` ({type_name(hints.get(name, p.annotation))})"],
+            )
+        node.kwargs = {k: node.kwargs[k] for k in [*params, *node.kwargs] if k in node.kwargs}
+        return node
+    except ConfigError as err:
+        raise _with_file(err.at(where), path, describe) from err.__cause__
+
+
+def _plan_value(value: Any, key: str, ann: Any, path: str, describe: Describe | None) -> Any:
+    if isinstance(value, dict) and "type" in value:
+        value = plan(value, registry_for_arg(key), path=path, describe=describe, nested=True)
+    elif isinstance(value, list) and any(isinstance(v, dict) and "type" in v for v in value):
+        reg = registry_for_arg(key)
+        value = [
+            plan(v, reg, path=f"{path}[{i}]", describe=describe, nested=True)
+            if isinstance(v, dict) and "type" in v
+            else v
+            for i, v in enumerate(value)
+        ]
+    if ann is None:
+        return value
+    return check_value(value, ann, path)
+
+
+def instantiate(node: Node, upstream: Sequence[Any] | None = None, describe=None) -> Any:
+    """Construct a planned ``node``: children first, then the node with them as kwargs.
+
+    Args:
+        node: from ``plan``.
+        upstream: ``feature_info`` of the sibling built just before, for wired arguments.
+    """
+    kwargs: dict[str, Any] = {}
+    previous: Sequence[Any] | None = None
+    for key, value in node.kwargs.items():
+        kwargs[key] = _instantiate_value(value, previous, describe)
+        previous = getattr(kwargs[key], "feature_info", None) or previous
+    for key, (ann, required) in node.wire.items():
+        if upstream or required:
+            kwargs[key] = _wired_value(node, key, ann, upstream, describe)
+    try:
+        return node.cls(**kwargs)
+    except ConfigError as err:
+        raise _with_file(err.at(node.path or "<config>"), node.path, describe) from err.__cause__
+    except (ValueError, TypeError, KeyError) as exc:
+        err = ConfigError(
+            f"{_name(node.cls)} could not be built: {type(exc).__name__}: {exc}",
+            where=node.path or "<config>",
+        )
+        raise _with_file(err, node.path, describe) from exc
+
+
+def _instantiate_value(value: Any, upstream: Sequence[Any] | None, describe) -> Any:
+    if isinstance(value, Node):
+        return instantiate(value, upstream, describe)
+    if isinstance(value, list):
+        return [_instantiate_value(v, upstream, describe) for v in value]
+    return value
+
+
+def _wired_value(node: Node, key: str, ann: Any, upstream, describe) -> Any:
+    if not upstream:
+        err = MissingArgumentError(
+            f"{_name(node.cls)} needs {key!r} and no component before it says its "
+            "feature_info to fill it from",
+            where=node.path,
+            hints=[f"set `{key}` in the config, or give the component before it `feature_info`"],
+        )
+        raise _with_file(err, node.path, describe)
+    values = [f.channels if key == "in_channels" else f.stride for f in upstream]
+    return values[-1] if _wants_single_int(ann) else list(values)
+
+
+def _wants_single_int(ann: Any) -> bool:
+    if ann is int:
+        return True
+    if get_origin(ann) not in (typing.Union, types.UnionType):
+        return False  # Sequence[int], list[int], ...
+    args = [a for a in get_args(ann) if a is not type(None)]
+    return bool(args) and all(a is int for a in args)
+
+
+def _resolve_type(cfg: dict[str, Any], registry: R.Registry | None, where: str) -> Any:
+    if "type" not in cfg:
+        kind = registry.kind if registry else "component"
+        raise MissingArgumentError(
+            f"this {kind} has no 'type'",
+            where=where,
+            hints=[f"add `type: <name>`; `cvkit list {registry.plural if registry else ''}`"],
+        )
+    type_ = cfg["type"]
+    if not isinstance(type_, str):
+        if callable(type_):
+            return type_
+        raise UnknownTypeError(f"'type' must be a name, got {type_!r}", where=f"{where}.type")
+    try:
+        if registry is not None or ":" in type_:
+            return (registry or R.MODELS).get(type_)
+        return _find_anywhere(type_)
+    except UnknownTypeError as err:
+        raise err.at(f"{where}.type") from None
+
+
+def _find_anywhere(name: str) -> Any:
+    found = [reg for reg in R.REGISTRIES.values() if name in reg]
+    if len(found) == 1:
+        return found[0].get(name)
+    if len(found) > 1:
+        kinds = ", ".join(r.kind for r in found)
+        raise UnknownTypeError(
+            f"{name!r} is registered as more than one kind of component ({kinds})",
+            hints=["give it under an argument named after its kind (backbone, neck, head...)"],
+        )
+    every = [n for reg in R.REGISTRIES.values() for n in reg.names()]
+    raise UnknownTypeError(
+        f"{name!r} is not registered in any registry",
+        hints=[did_you_mean(name, every), "`cvkit list` shows every registered name"],
+    )
+
+
+def _signature(cls: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
+    try:
+        sig = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return {}, {}, True
+    params = {
+        n: p
+        for n, p in sig.parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+    var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    target = cls.__init__ if isinstance(cls, type) else cls
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # unresolvable forward references in third-party code
+        hints = {}
+    hints = {n: hints.get(n, p.annotation) for n, p in params.items()}
+    return params, hints, var_kw
+
+
+def _unknown_argument(cls: Any, key: str, params: dict, where: str) -> UnknownArgumentError:
+    accepted = ", ".join(
+        n if p.default is inspect.Parameter.empty else f"{n}={p.default!r}"
+        for n, p in params.items()
+    )
+    return UnknownArgumentError(
+        f"{_name(cls)} got an unknown argument {key!r}",
+        where=where,
+        hints=[did_you_mean(key, params), f"{_name(cls)} accepts: {accepted or 'no arguments'}"],
+    )
+
+
+def _with_file(err: ConfigError, path: str, describe: Describe | None) -> ConfigError:
+    if getattr(err, "file_noted", False):
+        return err  # the deepest level, nearest the mistake, already said which file
+    origin = describe(err.where.split(" ")[0] or path) if describe else None
+    if origin:
+        err.hints.append(f"in {origin}")
+        err.args = (err.message,)
+        err.file_noted = True  # type: ignore[attr-defined]
+    return err
+
+
+def _name(cls: Any) -> str:
+    return getattr(cls, "__name__", repr(cls))
+
+
+def is_component(value: Any) -> bool:
+    """True for a config value that describes a component (a dict with ``type``)."""
+    return isinstance(value, dict) and "type" in value
+
+
+__all__ = ["WIRED_ARGS", "Node", "build", "instantiate", "is_component", "plan", "registry_for_arg"]
+
+
+def accepts_argument(cfg: dict[str, Any], key: str, arg: str) -> bool:
+    """Whether the component ``cfg`` (found under argument ``key``) takes ``arg``."""
+    try:
+        cls = _resolve_type(cfg, registry_for_arg(key), key)
+    except ConfigError:
+        return False
+    params, _, var_kw = _signature(cls)
+    return arg in params or var_kw

@@ -1,0 +1,207 @@
+"""The ``cvkit`` command line: thin wrappers around the library."""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from importlib import resources
+
+DEMO_CONFIG = "demo_digits.yaml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    import cvkit
+    from cvkit import plugins
+
+    try:
+        if args.plugin:
+            plugins.import_plugins(args.plugin, "--plugin")
+        return args.func(args) or 0
+    except cvkit.ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    from cvkit import __version__
+
+    p = argparse.ArgumentParser(
+        prog="cvkit",
+        description="Composable computer vision on PyTorch: train, evaluate and inspect models "
+        "built from registry parts and YAML configs.",
+        epilog="`cvkit COMMAND --help` describes each command.",
+    )
+    p.add_argument("--version", action="version", version=f"cvkit {__version__}")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module or .py file that registers components (repeatable)",
+    )
+    sub = p.add_subparsers(title="commands", metavar="COMMAND")
+
+    s = sub.add_parser(
+        "list",
+        help="list registered components",
+        description="List registered components with their source and "
+        "parameters. KIND is a registry (backbones, necks, heads, models, ...); "
+        "without it, every registry is summarised.",
+    )
+    s.add_argument("kind", nargs="?", help="a registry name, e.g. backbones")
+    s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'Res*'")
+    s.add_argument("--plugins", action="store_true", help="show each plugin, ok or its error")
+    s.add_argument("--full", action="store_true", help="do not shorten long parameter lists")
+    s.set_defaults(func=_cmd_list)
+
+    s = sub.add_parser(
+        "config",
+        help="inspect configs",
+        description="Work with configs. `cvkit config print CFG [key=value ...]` "
+        "prints the config resolved: _base_ files merged, overrides applied.",
+    )
+    csub = s.add_subparsers(title="actions", metavar="ACTION")
+    cp = csub.add_parser(
+        "print",
+        help="print a config resolved",
+        description="Print CFG with its _base_ files merged and the overrides "
+        "applied, after checking it against the schema.",
+    )
+    cp.add_argument("config", help="path to a YAML config")
+    cp.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
+    cp.add_argument("--origins", action="store_true", help="show which file set each key")
+    cp.set_defaults(func=_cmd_config_print)
+
+    s = sub.add_parser(
+        "train",
+        help="train a model from a config",
+        description="Train the model CFG describes. The run folder "
+        "(<run_dir>/<name>) gets the resolved config, metrics.jsonl and last.pt.",
+    )
+    s.add_argument("config", help="path to a YAML config")
+    s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
+    s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser(
+        "demo",
+        help="train the embedded demo (no download)",
+        description="Train a classifier on scikit-learn's real handwritten "
+        "digits, which ship with the package: no download.",
+    )
+    s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=1")
+    s.set_defaults(func=_cmd_demo)
+    return p
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from cvkit import plugins
+    from cvkit.errors import ConfigError, did_you_mean
+    from cvkit.registry import REGISTRIES
+
+    if args.plugins:
+        records = plugins.report()
+        if not records:
+            print("no plugins found (entry-point group 'cvkit.plugins')")
+        for r in records:
+            status = "ok" if r.ok else f"FAILED: {r.error}"
+            print(f"{r.name:<20} {r.origin:<32} {r.target:<30} {status}")
+        return 0
+    if args.kind is None:
+        for name, reg in REGISTRIES.items():
+            names = reg.names()
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            print(f"{name:<18} {len(names):>4}  {shown}")
+        print("\n`cvkit list KIND` shows one registry with sources and parameters.")
+        return 0
+    reg = REGISTRIES.get(args.kind)
+    if reg is None:
+        reg = REGISTRIES.get(args.kind + "s")
+    if reg is None:
+        raise ConfigError(
+            f"{args.kind!r} is not a registry",
+            hints=[did_you_mean(args.kind, REGISTRIES), f"registries: {', '.join(REGISTRIES)}"],
+        )
+    entries = [reg.entry(n) for n in reg.names(args.pattern)]
+    width = max([len(e.name) for e in entries] + [4])
+    swidth = max([len(e.source) for e in entries] + [6])
+    print(f"{'NAME':<{width}}  {'SOURCE':<{swidth}}  PARAMETERS")
+    for e in entries:
+        params = _describe_params(e.obj)
+        if not args.full and len(params) > 110:
+            params = params[:107] + "..."
+        print(f"{e.name:<{width}}  {e.source:<{swidth}}  {params}")
+    print(
+        f"\n{len(entries)} {reg.plural}"
+        + (
+            " (plugins that failed to import: `cvkit list --plugins`)"
+            if plugins.failure_hints()
+            else ""
+        )
+    )
+    return 0
+
+
+def _describe_params(obj: object) -> str:
+    try:
+        sig = inspect.signature(obj)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "?"
+    parts = []
+    for p in sig.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        parts.append(p.name if p.default is p.empty else f"{p.name}={p.default!r}")
+    return ", ".join(parts)
+
+
+def _cmd_config_print(args: argparse.Namespace) -> int:
+    from cvkit.config import load_config
+    from cvkit.settings import parse_settings
+
+    cfg = load_config(args.config, args.overrides)
+    parse_settings(cfg)
+    print(cfg.to_yaml(), end="")
+    if args.origins:
+        print("\n# where each key was set:")
+        for path, origin in sorted(cfg.origins.items()):
+            print(f"#   {path}: {origin}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from cvkit.config import load_config
+    from cvkit.engine.run import train
+
+    result = train(load_config(args.config, args.overrides))
+    _print_result(result)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from cvkit.config import load_config
+    from cvkit.engine.run import train
+
+    with resources.as_file(resources.files("cvkit.presets") / DEMO_CONFIG) as path:
+        cfg = load_config(path, args.overrides)
+    print(f"cvkit demo: training {cfg.get('model.type')} on scikit-learn's handwritten digits")
+    _print_result(train(cfg))
+    return 0
+
+
+def _print_result(result) -> None:
+    for key, value in result.metrics.items():
+        print(f"{key:>10}: {value:.4f}")
+    print(f"run folder: {result.run_dir}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

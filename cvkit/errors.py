@@ -1,0 +1,97 @@
+"""The ConfigError family: every message says where, what, and how to fix it.
+
+Each error carries three parts so that tests (and users) can rely on their shape:
+
+* ``where``: the config path (``model.neck.type``) and, when known, the file and its
+  ``_base_`` chain that set it;
+* ``what``: the problem in one sentence;
+* ``hints``: how to fix it (closest names, the command that lists choices, plugins that
+  failed to import and why).
+
+The subclasses also derive from the builtin exception a Python user would expect
+(``KeyError`` for unknown names, ``TypeError`` for bad arguments), so ``except KeyError``
+keeps working, while ``str(err)`` stays readable (``KeyError`` would quote it).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class ConfigError(Exception):
+    """A config, a registry lookup or a command-line override is wrong.
+
+    Args:
+        what: the problem, one sentence.
+        where: the config path and file it came from, or ``""`` when there is none.
+        hints: lines that say how to fix it.
+    """
+
+    def __init__(self, what: str, where: str = "", hints: Iterable[str] = ()) -> None:
+        self.what = what
+        self.where = where
+        self.hints = [h for h in hints if h]
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        head = f"{self.where}: {self.what}" if self.where else self.what
+        return "\n".join([head, *(f"  {h}" for h in self.hints)])
+
+    def __str__(self) -> str:
+        return self.message
+
+    def at(self, where: str) -> ConfigError:
+        """Return the same error with ``where`` filled in (kept if already set)."""
+        if not self.where:
+            self.where = where
+            self.args = (self.message,)
+        return self
+
+
+class UnknownTypeError(ConfigError, KeyError):
+    """A ``type:`` names nothing registered (nor an importable ``pkg.mod:Class``)."""
+
+
+class UnknownArgumentError(ConfigError, TypeError):
+    """A config key is not a parameter of the class (or not a setting of the section)."""
+
+
+class MissingArgumentError(ConfigError, TypeError):
+    """A required parameter has no value in the config."""
+
+
+class ValueTypeError(ConfigError, TypeError):
+    """A config value has the wrong type for the parameter's annotation."""
+
+
+class OverrideError(ConfigError, KeyError):
+    """A command-line override names a path that does not exist, or is malformed."""
+
+
+class ConfigFileError(ConfigError, FileNotFoundError):
+    """A config file or a ``_base_`` file is missing, unreadable or not valid YAML."""
+
+
+class UnsafeYamlError(ConfigError, ValueError):
+    """A YAML tag would construct Python objects; configs never execute code."""
+
+
+class PluginError(ConfigError, ImportError):
+    """A plugin named in a config's ``imports:`` or by ``--plugin`` failed to import."""
+
+
+class DuplicateNameError(ConfigError, KeyError):
+    """A name is registered twice in the same registry."""
+
+
+def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
+    """Return ``"did you mean 'x'?"`` for the closest names, or ``""`` if none is close."""
+    close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in choices}
+        close = [lowered[c] for c in difflib.get_close_matches(name.lower(), lowered, n=n)]
+    if not close:
+        return ""
+    return "did you mean " + " or ".join(repr(c) for c in close) + "?"

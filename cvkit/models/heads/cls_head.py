@@ -1,0 +1,43 @@
+"""Classification head: dropout then a linear layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cvkit.registry import HEADS
+
+
+@HEADS.register()
+class ClsHead(nn.Module):
+    """Logits from a pooled feature vector.
+
+    Args:
+        in_channels: length ``C`` of the pooled vector (wired from the neck by the builder).
+        num_classes: number of classes ``K``.
+        dropout: dropout probability before the linear layer.
+
+    Shapes: ``Tensor[B, C]`` -> ``Tensor[B, K]``.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"ClsHead: num_classes must be at least 1, got {num_classes}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"ClsHead: dropout must be in [0, 1), got {dropout}")
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_channels, num_classes)
+        self.reset_head(num_classes)
+
+    def reset_head(self, num_classes: int) -> None:
+        """Replace the linear layer with a fresh one for ``num_classes`` (Xavier-initialised)."""
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.in_channels, num_classes).to(self.fc.weight.device)
+        nn.init.xavier_uniform_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(x))

@@ -1,0 +1,66 @@
+"""Image classifier: backbone -> neck (global pooling) -> head -> logits."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cvkit.models.losses.cross_entropy import CrossEntropyLoss
+from cvkit.models.preprocessor import Preprocessor
+from cvkit.registry import MODELS
+from cvkit.structures import ClsBatch, ClsPrediction
+
+
+@MODELS.register()
+class ImageClassifier(nn.Module):
+    """A classifier composed of built parts.
+
+    Args:
+        backbone: returns ``list[Tensor[B, C_i, H_i, W_i]]`` and has ``feature_info``.
+        neck: pools the maps to ``Tensor[B, C]`` (e.g. ``GlobalPool``).
+        head: ``Tensor[B, C]`` -> logits ``Tensor[B, K]`` (e.g. ``ClsHead``).
+        loss: logits and labels -> scalar; default ``CrossEntropyLoss()``.
+        preprocessor: uint8 images -> normalised floats; default ImageNet mean/std.
+
+    ``loss(batch)`` and ``predict(batch)`` do the same thing in train and eval mode; only
+    layers such as dropout and batch norm follow the mode.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        neck: nn.Module,
+        head: nn.Module,
+        loss: nn.Module | None = None,
+        preprocessor: Preprocessor | None = None,
+    ) -> None:
+        super().__init__()
+        self.preprocessor = preprocessor or Preprocessor()
+        self.backbone = backbone
+        self.neck = neck
+        self.head = head
+        self.loss_fn = loss or CrossEntropyLoss()
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.head.num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Args: images (Tensor[B, 3, H, W] uint8). Returns: logits (Tensor[B, K])."""
+        return self.head(self.neck(self.backbone(self.preprocessor(images))))
+
+    def loss(self, batch: ClsBatch) -> dict[str, torch.Tensor]:
+        """Returns ``{"loss_cls": scalar}``; needs ``batch.labels``."""
+        if batch.labels is None:
+            raise ValueError("ImageClassifier.loss needs labels; this batch has none")
+        return {"loss_cls": self.loss_fn(self(batch.images), batch.labels)}
+
+    @torch.no_grad()
+    def predict(self, batch: ClsBatch) -> list[ClsPrediction]:
+        """One ``ClsPrediction`` per image, with the class probabilities."""
+        probs = self(batch.images).float().softmax(dim=1)
+        scores, labels = probs.max(dim=1)
+        return [
+            ClsPrediction(p, int(lbl), float(s))
+            for p, lbl, s in zip(probs.cpu(), labels.tolist(), scores.tolist())
+        ]

@@ -1,0 +1,175 @@
+"""Plugin discovery: entry points, ``imports:`` in configs, and ``--plugin`` on the CLI.
+
+A plugin is any module that registers components when imported. Three ways bring one in:
+
+* an installed package that declares ``[project.entry-points."cvkit.plugins"]``; every such
+  entry point is imported once, lazily, on the first registry lookup;
+* ``imports: [my_module, ./local_plugin.py]`` in a config (a list union across ``_base_``);
+* ``cvkit --plugin my_module ...`` on the command line.
+
+Every attempt is recorded (``report()``), so ``cvkit list --plugins`` and not-found errors can
+show which plugins loaded and which failed, with the exception. One broken plugin never hides
+the others: entry points keep loading after a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import importlib.util
+import sys
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from cvkit.errors import PluginError
+
+ENTRY_POINT_GROUP = "cvkit.plugins"
+
+
+@dataclass
+class PluginRecord:
+    """One plugin import attempt: what was imported, from where, and how it went."""
+
+    name: str  # entry-point name, module name or file path as the user wrote it
+    target: str  # the module imported
+    origin: str  # "entry point (dist)", "config imports" or "--plugin"
+    error: str | None = None  # "ExcType: message" when the import failed
+    detail: str | None = None  # the traceback, for `cvkit list --plugins --verbose`
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+_records: dict[str, PluginRecord] = {}
+_entry_points_loaded = False
+_current_source: list[str] = []
+
+
+def current_source() -> str | None:
+    """The plugin being imported right now, for tagging what it registers."""
+    return _current_source[-1] if _current_source else None
+
+
+@contextlib.contextmanager
+def _importing(source: str) -> Iterator[None]:
+    _current_source.append(source)
+    try:
+        yield
+    finally:
+        _current_source.pop()
+
+
+def _entry_points() -> list:
+    return sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+
+
+def source_for_module(module: str) -> str | None:
+    """The plugin whose entry point lives in ``module``'s top-level package, if any."""
+    top = module.split(".")[0]
+    for ep in _entry_points():
+        if ep.value.split(":")[0].split(".")[0] == top:
+            return _ep_source(ep)
+    return None
+
+
+def _ep_source(ep) -> str:
+    dist = ep.dist.name if getattr(ep, "dist", None) is not None else None
+    return f"plugin {dist}" if dist else f"plugin {ep.name}"
+
+
+def load_entry_points() -> None:
+    """Import every ``cvkit.plugins`` entry point once; failures are recorded, not raised."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True  # set first: a plugin may look up a registry while importing
+    for ep in _entry_points():
+        source = _ep_source(ep)
+        record = PluginRecord(ep.name, ep.value, f"entry point ({source.split(' ', 1)[1]})")
+        with _importing(source):
+            try:
+                ep.load()
+            except Exception as exc:  # a broken plugin must not hide the others
+                record.error = f"{type(exc).__name__}: {exc}"
+                record.detail = traceback.format_exc()
+        _records[f"ep:{ep.name}"] = record
+
+
+def _import_file(path: Path) -> None:
+    # A stable module name per file, so importing the same file twice is a no-op.
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    name = f"cvkit_local_plugin_{path.stem}_{digest}"
+    if name in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+
+
+def import_plugins(specs: list[str], origin: str, base_dir: Path | None = None) -> None:
+    """Import modules (``pkg.mod``) or files (``./x.py``) that register components.
+
+    Every spec is tried; if any failed, one ``PluginError`` lists them all with their errors.
+
+    Args:
+        specs: module names or paths to ``.py`` files.
+        origin: what asked for them (``"config imports"``, ``"--plugin"``), for the report.
+        base_dir: relative file paths are resolved against it (the config's folder).
+    """
+    failures = []
+    for spec in specs:
+        is_file = spec.endswith(".py") or "/" in spec or "\\" in spec
+        target = spec
+        if is_file:
+            path = Path(spec).expanduser()
+            if not path.is_absolute() and base_dir is not None:
+                path = base_dir / path
+            target = str(path.resolve())
+        record = PluginRecord(spec, target, origin)
+        with _importing(f"{origin} {spec}"):
+            try:
+                if is_file:
+                    if not Path(target).is_file():
+                        raise FileNotFoundError(f"no such file: {target}")
+                    _import_file(Path(target))
+                else:
+                    importlib.import_module(spec)
+            except Exception as exc:
+                record.error = f"{type(exc).__name__}: {exc}"
+                record.detail = traceback.format_exc()
+                failures.append(record)
+        _records[f"{origin}:{target}"] = record
+    if failures:
+        raise PluginError(
+            f"{len(failures)} of {len(specs)} plugin(s) failed to import",
+            where=origin,
+            hints=[f"{r.name}: {r.error}" for r in failures]
+            + ["check the module name (it must be importable) or the path to the .py file"],
+        )
+
+
+def report() -> list[PluginRecord]:
+    """Every plugin import attempt so far, entry points first (loading them if needed)."""
+    load_entry_points()
+    return list(_records.values())
+
+
+def failure_hints() -> list[str]:
+    """Lines for error messages: each plugin that failed to import, with its error."""
+    return [
+        f"plugin {r.name!r} ({r.origin}) failed to import: {r.error}"
+        for r in _records.values()
+        if not r.ok
+    ]

@@ -1,0 +1,70 @@
+import pytest
+
+import cvkit
+from cvkit.errors import DuplicateNameError, UnknownTypeError
+from cvkit.registry import REGISTRIES, Registry
+
+
+def test_register_get_names_alias_and_bare():
+    reg = Registry("toy")
+
+    @reg.register()
+    class Ball:
+        pass
+
+    @reg.register("Cube")
+    class Box:
+        pass
+
+    @reg.register
+    class Bat:
+        pass
+
+    assert reg.get("Ball") is Ball and reg.get("Cube") is Box and reg.get("Bat") is Bat
+    assert reg.names() == ["Ball", "Bat", "Cube"]
+    assert reg.names("B*") == ["Ball", "Bat"]
+    assert "Cube" in reg and "Box" not in reg
+    assert reg.entry("Ball").source == "tests.test_registry"
+
+
+def test_duplicate_name_raises_and_names_both():
+    reg = Registry("toy")
+    reg.add(int, "Thing")
+    with pytest.raises(DuplicateNameError) as err:
+        reg.add(float, "Thing")
+    assert "'Thing' is already registered as a toy" in str(err.value)
+    assert "builtins.int" in str(err.value)
+    assert isinstance(err.value, KeyError)  # still catchable as the builtin kind
+
+
+def test_dotted_type_imports_the_class():
+    reg = Registry("toy")
+    assert reg.get("collections:OrderedDict").__name__ == "OrderedDict"
+    with pytest.raises(UnknownTypeError, match="has no attribute 'OrderedDicct'"):
+        reg.get("collections:OrderedDicct")
+    with pytest.raises(UnknownTypeError, match="cannot import module 'no_such_mod_xyz'"):
+        reg.get("no_such_mod_xyz:Thing")
+
+
+def test_unknown_name_suggests_and_points_to_cvkit_list():
+    with pytest.raises(UnknownTypeError) as err:
+        cvkit.NECKS.get("GlobalPol")
+    text = str(err.value)
+    assert "'GlobalPol' is not a registered neck" in text
+    assert "did you mean 'GlobalPool'?" in text
+    assert "`cvkit list necks`" in text
+
+
+def test_providers_resolve_albumentations_by_name_and_registered_names_win():
+    flip = cvkit.TRANSFORMS.get("HorizontalFlip")
+    assert flip.__module__.startswith("albumentations")
+    assert cvkit.TRANSFORMS.entry("HorizontalFlip").source == "albumentations"
+    assert "BasicTransform" not in cvkit.TRANSFORMS  # abstract bases are left out
+
+
+def test_every_builtin_registers_on_import():
+    assert "TimmBackbone" in cvkit.BACKBONES.names()
+    assert "ImageClassifier" in cvkit.MODELS.names()
+    for kind in ("backbones", "necks", "heads", "models", "losses", "datasets", "optimizers"):
+        assert REGISTRIES[kind].names(), kind
+    assert bool(Registry("empty"))  # an empty registry is not falsy
