@@ -132,8 +132,14 @@ def plan(
     path: str = "",
     describe: Describe | None = None,
     nested: bool = False,
+    wired: Sequence[str] = (),
 ) -> Node:
-    """Check ``cfg`` against its class and return the plan; constructs nothing."""
+    """Check ``cfg`` against its class and return the plan; constructs nothing.
+
+    Args:
+        nested: ``cfg`` sits inside a parent, so ``in_channels``/``in_strides`` may be wired.
+        wired: further arguments the caller will supply (e.g. an optimizer's ``params``).
+    """
     where = path or "<config>"
     try:
         cls = _resolve_type(cfg, registry, where)
@@ -150,6 +156,8 @@ def plan(
             if name in cfg:
                 continue
             required = p.default is inspect.Parameter.empty
+            if name in wired:
+                continue
             if nested and name in WIRED_ARGS:
                 node.wire[name] = (hints.get(name, inspect.Parameter.empty), required)
                 continue

@@ -165,10 +165,10 @@ def _describe_params(obj: object) -> str:
 
 def _cmd_config_print(args: argparse.Namespace) -> int:
     from cvkit.config import load_config
-    from cvkit.settings import parse_settings
+    from cvkit.engine.run import validate
 
     cfg = load_config(args.config, args.overrides)
-    parse_settings(cfg)
+    validate(cfg)
     print(cfg.to_yaml(), end="")
     if args.origins:
         print("\n# where each key was set:")

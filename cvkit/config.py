@@ -120,6 +120,7 @@ def _load_tree(file: Path, origins: dict, chain: list[Path], stack: tuple[Path, 
                 f"_base_ file {base!r} does not exist",
                 where=_show(file),
                 hints=[
+                    _nearest_file(base_file),
                     f"it resolves to {_show(base_file)}; _base_ paths are relative to the "
                     "file that names them",
                     f"included from: {included}" if stack else "",
@@ -265,10 +266,20 @@ def _missing_path(text: str, keys: list[str], node: Any) -> OverrideError:
     )
 
 
+def _nearest_file(missing: Path) -> str:
+    folder = missing.parent
+    if not folder.is_dir():
+        return f"the folder {_show(folder)} does not exist either"
+    names = [p.name for p in folder.iterdir() if p.suffix in (".yaml", ".yml")]
+    return did_you_mean(missing.name, names)
+
+
 def _show(path: Path | None) -> str:
+    """A path as the user would type it: relative to the working folder when inside it."""
     if path is None:
         return "<dict>"
     try:
-        return os.path.relpath(path)
+        rel = os.path.relpath(path)
     except ValueError:
         return str(path)
+    return str(Path(path).resolve()) if rel.startswith("..") else rel

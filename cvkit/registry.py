@@ -162,7 +162,7 @@ class Registry:
         known = self.names()
         hints = [
             did_you_mean(name, known),
-            f"{len(known)} {self.plural} are registered: `cvkit list {self.plural}` shows them",
+            f"`cvkit list {self.plural}` shows the {len(known)} registered {self.plural}",
             "a class from your own code can be named as 'package.module:ClassName', "
             "or registered by a plugin (see README, 'Writing a plugin')",
             *plugins.failure_hints(),

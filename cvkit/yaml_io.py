@@ -52,7 +52,11 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 def loads(text: str, name: str = "<string>") -> Any:
     """Parse YAML text as plain data. Errors name ``name`` and the line."""
     try:
-        return yaml.load(text, Loader=_Loader)
+        loader = _Loader(text)  # a SafeLoader: plain data only
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         line = f"line {mark.line + 1}" if mark else "unknown line"

@@ -12,13 +12,13 @@ import torch
 from torch import nn
 
 from cvkit import plugins
-from cvkit.builder import build
+from cvkit.builder import build, plan
 from cvkit.config import Config
 from cvkit.data.loader import build_loader
 from cvkit.engine.optim import build_optimizer
 from cvkit.engine.trainer import Trainer, classification_evaluator
 from cvkit.errors import ConfigError
-from cvkit.registry import DATASETS, MODELS
+from cvkit.registry import DATASETS, MODELS, OPTIMIZERS
 from cvkit.settings import RunSettings, parse_settings
 
 
@@ -47,14 +47,33 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def validate(cfg: Config) -> RunSettings:
+    """Check the whole config (settings, model, datasets) without building or reading data."""
+    settings = parse_settings(cfg)
+    if settings.imports:
+        plugins.import_plugins(settings.imports, "config imports")
+    plan(settings.model, MODELS, path="model", describe=cfg.describe)
+    for split in ("train", "val"):
+        spec = getattr(settings.data, split)
+        if spec is not None:
+            plan(spec, DATASETS, path=f"data.{split}", describe=cfg.describe)
+    plan(
+        settings.train.optimizer,
+        OPTIMIZERS,
+        path="train.optimizer",
+        describe=cfg.describe,
+        nested=True,
+        wired=("params",),
+    )
+    return settings
+
+
 def prepare(cfg: Config) -> tuple[RunSettings, nn.Module, dict[str, Any]]:
     """Check the whole config, import its plugins, build the model and datasets.
 
     Everything is validated before data is read: settings, then the model's plan.
     """
-    settings = parse_settings(cfg)
-    if settings.imports:
-        plugins.import_plugins(settings.imports, "config imports")
+    settings = validate(cfg)
     seed_everything(settings.train.seed)
     model = build(settings.model, MODELS, path="model", describe=cfg.describe)
     datasets = {

@@ -1,7 +1,7 @@
 """Every built-in model component; importing this module registers them all."""
 
 from cvkit.models import preprocessor
-from cvkit.models.backbones import timm_backbone
+from cvkit.models.backbones import timm_backbone, tiny_net
 from cvkit.models.heads import cls_head
 from cvkit.models.losses import cross_entropy
 from cvkit.models.necks import global_pool
@@ -14,4 +14,5 @@ __all__ = [
     "global_pool",
     "preprocessor",
     "timm_backbone",
+    "tiny_net",
 ]

@@ -1,0 +1,72 @@
+"""The command line, through subprocess."""
+
+import pytest
+
+from cvkit import __version__
+from tests.conftest import ROOT, run_cli
+
+
+def test_version():
+    out = run_cli("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"cvkit {__version__}"
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["list"], ["config"], ["config", "print"], ["train"], ["demo"]]
+)
+def test_every_command_has_help(command):
+    out = run_cli(*command, "--help")
+    assert out.returncode == 0
+    assert "usage: cvkit" in out.stdout
+    assert len(out.stdout.splitlines()) > 4
+
+
+def test_list_all_and_one_kind_with_parameters():
+    out = run_cli("list")
+    assert out.returncode == 0
+    assert any(line.startswith("backbones") for line in out.stdout.splitlines())
+    out = run_cli("list", "heads")
+    assert "ClsHead" in out.stdout and "num_classes, dropout=0.0" in out.stdout
+    out = run_cli("list", "bakbones")
+    assert out.returncode == 2 and "did you mean 'backbones'?" in out.stderr
+
+
+def test_config_print_resolves_bases_and_overrides(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "model: {type: ImageClassifier, backbone: {type: TinyNet}, neck: {type: GlobalPool},"
+        " head: {type: ClsHead, num_classes: 10}}\ntrain: {epochs: 5}\n"
+    )
+    (tmp_path / "c.yaml").write_text("_base_: base.yaml\ntrain: {epochs: 7}\n")
+    out = run_cli(
+        "config",
+        "print",
+        str(tmp_path / "c.yaml"),
+        "train.epochs=2",
+        "model.backbone.width=4",
+        "--origins",
+    )
+    assert out.returncode == 0, out.stderr
+    assert "epochs: 2" in out.stdout and "width: 4" in out.stdout
+    assert "#   train.epochs: the command line" in out.stdout
+
+
+def test_widht_typo_fails_before_anything_is_built(tmp_path):
+    (tmp_path / "c.yaml").write_text(
+        "model: {type: ImageClassifier, backbone: {type: TinyNet, widht: 64},"
+        " neck: {type: GlobalPool}, head: {type: ClsHead, num_classes: 10}}\n"
+        "data: {train: {type: DigitsDataset}}\n"
+    )
+    out = run_cli("train", str(tmp_path / "c.yaml"), cwd=tmp_path)
+    assert out.returncode == 2
+    assert "model.backbone.widht: TinyNet got an unknown argument 'widht'" in out.stderr
+    assert "did you mean 'width'?" in out.stderr
+    assert not (tmp_path / "runs").exists()  # nothing ran
+
+
+def test_every_shipped_config_resolves():
+    configs = sorted((ROOT / "configs").rglob("*.yaml"))
+    configs = [c for c in configs if "_base_" not in c.parts]
+    assert configs
+    for path in configs:
+        out = run_cli("config", "print", str(path))
+        assert out.returncode == 0, f"{path}: {out.stderr}"
