@@ -79,6 +79,10 @@ class StagedBackbone(nn.Module):
                 break
         return outs
 
+    def stage_parameter_groups(self) -> list[list[nn.Parameter]]:
+        """The parameters of each stage, first stage first (for layer-wise LR decay)."""
+        return [list(stage.parameters()) for stage in self.stages]
+
     def freeze(self, num_stages: int) -> None:
         """Stop gradients in the first ``num_stages`` stages (0 unfreezes every stage)."""
         if not 0 <= num_stages <= len(self.stages):

@@ -71,11 +71,11 @@ class TimmBackbone(nn.Module):
             raise ValueError(
                 f"TimmBackbone({self.name!r}): cannot freeze {num_stages} of {n} stages"
             )
-        for stage, params in enumerate(self._stage_parameters()):
+        for stage, params in enumerate(self.stage_parameter_groups()):
             for p in params:
                 p.requires_grad_(stage >= num_stages)
 
-    def _stage_parameters(self) -> list[list[nn.Parameter]]:
+    def stage_parameter_groups(self) -> list[list[nn.Parameter]]:
         """The parameters of each feature stage, in order.
 
         timm records which module ends each stage; in definition order, a parameter belongs
