@@ -9,7 +9,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 # Importing these registers every built-in component.
-from cvkit import data, engine, models, registry
+from cvkit import data, engine, evaluation, models, registry
 from cvkit.builder import build
 from cvkit.config import Config, from_dict, load_config
 from cvkit.engine import optim as _optim  # noqa: F401
@@ -57,6 +57,7 @@ __all__ = [
     "build",
     "data",
     "engine",
+    "evaluation",
     "from_dict",
     "load_config",
     "models",

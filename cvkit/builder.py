@@ -209,7 +209,7 @@ def instantiate(node: Node, upstream: Sequence[Any] | None = None, describe=None
         return node.cls(**kwargs)
     except ConfigError as err:
         raise _with_file(err.at(node.path or "<config>"), node.path, describe) from err.__cause__
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, OSError) as exc:  # OSError: a missing file, no network
         err = ConfigError(
             f"{_name(node.cls)} could not be built: {type(exc).__name__}: {exc}",
             where=node.path or "<config>",

@@ -26,6 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     except cvkit.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except (FileNotFoundError, ValueError, FloatingPointError) as err:
+        # bad input (a missing file, an unreadable image or checkpoint, a NaN loss): the
+        # message names the file, key or step; a traceback would only hide it
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -89,7 +94,49 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("config", help="path to a YAML config")
     s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
+    s.add_argument(
+        "--resume",
+        metavar="RUN_DIR|CKPT",
+        help="continue a run from its folder (last.pt) or a checkpoint, at the "
+        "same step and data position",
+    )
     s.set_defaults(func=_cmd_train)
+
+    s = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint",
+        description="Evaluate CHECKPOINT on the config's data.val (or --split): "
+        "prints the metrics and a per-class table, writes eval.json and "
+        "confusion_matrix.png.",
+    )
+    s.add_argument("config", help="the config the checkpoint was trained with")
+    s.add_argument("overrides", nargs="*", help="dotted overrides")
+    s.add_argument("--checkpoint", required=True, help="a .pt file from a run")
+    s.add_argument("--split", default="val", choices=["val", "test", "train"])
+    s.add_argument("--out", help="folder for the report (default: beside the checkpoint)")
+    s.set_defaults(func=_cmd_eval)
+
+    s = sub.add_parser(
+        "predict",
+        help="classify images with a checkpoint",
+        description="Print the top-k classes with probabilities for each image.",
+    )
+    s.add_argument("config", help="the config the checkpoint was trained with")
+    s.add_argument("images", nargs="+", help="image files")
+    s.add_argument("--checkpoint", required=True, help="a .pt file from a run")
+    s.add_argument("--topk", type=int, default=5)
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.set_defaults(func=_cmd_predict)
+
+    s = sub.add_parser(
+        "export",
+        help="write a checkpoint for prediction only",
+        description="Write CHECKPOINT's weights (the EMA average if the run kept "
+        "one), class names and config, without optimizer state.",
+    )
+    s.add_argument("checkpoint", help="a .pt file from a run")
+    s.add_argument("--out", required=True, help="where to write the slim checkpoint")
+    s.set_defaults(func=_cmd_export)
 
     s = sub.add_parser(
         "demo",
@@ -181,8 +228,44 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from cvkit.config import load_config
     from cvkit.engine.run import train
 
-    result = train(load_config(args.config, args.overrides))
+    result = train(load_config(args.config, args.overrides), resume=args.resume)
     _print_result(result)
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from cvkit.config import load_config
+    from cvkit.engine.run import evaluate
+
+    report = evaluate(
+        load_config(args.config, args.overrides), args.checkpoint, args.split, args.out
+    )
+    for key, value in report["metrics"].items():
+        print(f"{key:>16}: {value:.4f}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from cvkit.config import load_config
+    from cvkit.engine.run import predict
+
+    results = predict(load_config(args.config), args.checkpoint, args.images, args.topk)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for r in results:
+        print(r["image"])
+        for t in r["top"]:
+            print(f"  {t['prob']:7.2%}  {t['class']}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from cvkit.engine.run import export_weights
+
+    print(f"wrote {export_weights(args.checkpoint, args.out)}")
     return 0
 
 

@@ -1,8 +1,9 @@
 """The schema of a run config: which sections and keys exist, with their types and defaults.
 
 ``model`` is checked by the builder against class signatures; every other section is checked
-here against these dataclasses, so ``train.epoches`` fails with "did you mean 'epochs'?" before
-any data is read. A new run setting is a new field here (and a line in docs/configs.md).
+here against these dataclasses (nested ones too), so ``train.epoches`` or
+``train.ema.decya`` fails with "did you mean ...?" before any data is read. A new run setting
+is a new field here and a row in the README's settings table.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from cvkit.config import Config
 from cvkit.errors import ConfigError, MissingArgumentError, UnknownArgumentError, did_you_mean
@@ -23,9 +24,29 @@ class DataSettings:
 
     train: dict[str, Any] | None = None
     val: dict[str, Any] | None = None
+    test: dict[str, Any] | None = None
     batch_size: int = 32
     val_batch_size: int | None = None  # defaults to batch_size
-    num_workers: int = 0
+    num_workers: int | Literal["auto"] = "auto"  # auto: min(4, CPU cores - 1)
+    prefetch_factor: int = 2  # batches each worker prepares ahead
+    pin_memory: bool = True  # only used with CUDA
+
+
+@dataclass
+class ParamGroupSettings:
+    """``train.param_groups:``: how the learning rate and weight decay vary by parameter."""
+
+    no_decay_norm_bias: bool = True  # no weight decay on biases and normalisation weights
+    backbone_lr_mult: float = 1.0  # the backbone's LR is the base LR times this
+    layer_decay: float | None = None  # stage i of n gets backbone LR * layer_decay**(n - i)
+
+
+@dataclass
+class EMASettings:
+    """``train.ema:``: an exponential moving average of the weights, used for evaluation."""
+
+    decay: float = 0.9998
+    warmup_steps: int = 2000  # decay ramps up as (1 + t) / (10 + t) until then
 
 
 @dataclass
@@ -33,13 +54,24 @@ class TrainSettings:
     """``train:``: the optimisation loop."""
 
     epochs: int = 1
-    max_steps: int | None = None  # stop early after this many steps (smoke runs)
+    max_steps: int | None = None  # stop after this many optimizer steps (resumable)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
+    deterministic: bool = False  # deterministic kernels; exact resume on CPU
+    amp: bool | Literal["fp16", "bf16"] = False  # True: fp16 on CUDA, bf16 on CPU
+    accumulate: int = 1  # batches per optimizer step
+    clip_grad_norm: float | None = None
     optimizer: dict[str, Any] = field(
         default_factory=lambda: {"type": "SGD", "lr": 0.01, "momentum": 0.9}
     )
+    param_groups: ParamGroupSettings = field(default_factory=ParamGroupSettings)
+    schedule: dict[str, Any] = field(default_factory=lambda: {"type": "Constant"})
+    ema: EMASettings | None = None
+    hooks: list[dict[str, Any]] = field(default_factory=list)  # extra hooks, {type: ...}
+    freeze_backbone_epochs: int = 0  # backbone frozen (and its norms in eval) this long
     log_interval: int = 20
+    checkpoint_interval: int = 1  # epochs between last.pt writes (and at the end)
+    tensorboard: bool = True
 
 
 @dataclass
@@ -47,6 +79,10 @@ class EvalSettings:
     """``eval:``: evaluation during training."""
 
     interval: int = 1  # evaluate every N epochs (and after the last)
+    metric: str = "top1"  # what best.pt and early stopping follow
+    mode: Literal["max", "min"] = "max"
+    patience: int | None = None  # stop after this many evaluations without improvement
+    plots: bool = True  # confusion matrix PNG after the final evaluation
 
 
 @dataclass
@@ -62,22 +98,14 @@ class RunSettings:
     name: str = ""  # defaults to the config file's stem
 
 
-SECTIONS: dict[str, type] = {"data": DataSettings, "train": TrainSettings, "eval": EvalSettings}
-
-
 def parse_settings(cfg: Config) -> RunSettings:
     """Check every section of ``cfg`` against the schema and return typed settings.
 
     Raises:
         ConfigError: naming the key, the file that set it, and the closest valid key.
     """
-    top = _check_section(cfg, "", RunSettings, cfg.data)
-    for name, cls in SECTIONS.items():
-        value = cfg.data.get(name) or {}
-        if not isinstance(value, dict):
-            raise _noted(ConfigError(f"'{name}' must be a mapping", where=name), cfg, name)
-        top[name] = cls(**_check_section(cfg, name, cls, value))
-    if not isinstance(top.get("model"), dict) or "type" not in top["model"]:
+    settings = _parse(cfg, "", RunSettings, cfg.data)
+    if not isinstance(settings.model, dict) or "type" not in settings.model:
         raise _noted(
             MissingArgumentError(
                 "the config has no model with a 'type'",
@@ -87,12 +115,16 @@ def parse_settings(cfg: Config) -> RunSettings:
             cfg,
             "model",
         )
-    if not top.get("name"):
-        top["name"] = cfg.file.stem if cfg.file else "run"
-    return RunSettings(**top)
+    if not settings.name:
+        settings.name = cfg.file.stem if cfg.file else "run"
+    return settings
 
 
-def _check_section(cfg: Config, section: str, cls: type, values: dict) -> dict[str, Any]:
+def _parse(cfg: Config, section: str, cls: type, values: Any) -> Any:
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise _noted(ConfigError(f"'{section}' must be a mapping", where=section), cfg, section)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     out: dict[str, Any] = {}
@@ -109,35 +141,63 @@ def _check_section(cfg: Config, section: str, cls: type, values: dict) -> dict[s
                 cfg,
                 path,
             )
-        if section == "" and key in SECTIONS:
-            out[key] = value
+        nested = _dataclass_in(hints[key])
+        if nested is not None and (isinstance(value, dict) or key in ("data", "train", "eval")):
+            out[key] = _parse(cfg, path, nested, value)
             continue
         try:
             out[key] = check_value(value, hints[key], path)
         except ConfigError as err:
             raise _noted(err, cfg, path) from None
-    return out
+    missing = [n for n, f in fields.items() if n not in out and _required(f)]
+    if missing:
+        raise _noted(
+            MissingArgumentError(f"missing {missing[0]!r}", where=section or missing[0]),
+            cfg,
+            section,
+        )
+    return cls(**out)
+
+
+def _dataclass_in(ann: Any) -> type | None:
+    """The dataclass an annotation names (``X`` or ``X | None``), else None."""
+    if dataclasses.is_dataclass(ann):
+        return ann  # type: ignore[return-value]
+    if get_origin(ann) is not None:
+        found = [a for a in get_args(ann) if dataclasses.is_dataclass(a)]
+        return found[0] if found else None
+    return None
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 def _noted(err: ConfigError, cfg: Config, path: str) -> ConfigError:
     origin = cfg.describe(path)
-    if origin:
+    if origin and not getattr(err, "file_noted", False):
         err.hints.append(f"in {origin}")
         err.args = (err.message,)
+        err.file_noted = True  # type: ignore[attr-defined]
     return err
 
 
 def is_known_key(keys: list[str], parent: dict[str, Any]) -> bool:
     """Whether an override may add ``keys`` although the config does not set it yet.
 
-    True for a run setting the schema defines (``train.max_steps``) and for an argument of
-    the component whose dict holds it (``model.backbone.frozen_stages``); a typo stays an error.
+    True for a run setting the schema defines (``train.max_steps``, ``train.ema.decay``) and
+    for an argument of the component whose dict holds it (``model.backbone.frozen_stages``);
+    a typo stays an error.
     """
-    if len(keys) == 2 and keys[0] in SECTIONS:
-        return keys[1] in {f.name for f in dataclasses.fields(SECTIONS[keys[0]])}
-    if len(keys) == 1:
-        return keys[0] in {f.name for f in dataclasses.fields(RunSettings)}
-    if isinstance(parent.get("type"), str):
+    cls: Any = RunSettings
+    for key in keys[:-1]:
+        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+        cls = _dataclass_in(hints.get(key))
+        if cls is None:
+            break
+    else:
+        return keys[-1] in {f.name for f in dataclasses.fields(cls)}
+    if isinstance(parent.get("type"), str) and len(keys) >= 2:
         from cvkit.builder import accepts_argument
 
         return accepts_argument(parent, keys[-2], keys[-1])

@@ -60,12 +60,6 @@ def test_max_steps_stops_early(tmp_path):
     assert max(steps) == 3
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_no_bad_checkpoint(tmp_path):
-    cfg = _tiny_cfg(tmp_path, optimizer={"type": "SGD", "lr": 1.0e30})
-    with pytest.raises(FloatingPointError, match=r"loss is (nan|inf) at step \d+ \(epoch 1\)"):
-        train(cfg)
-
-
 def test_checkpoint_is_atomic_and_loads_weights_only(tmp_path):
     path = save_checkpoint({"model": {"w": torch.ones(2)}, "classes": ["a"]}, tmp_path / "c.pt")
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp file left behind

@@ -1,5 +1,5 @@
 """Datasets, transforms and loaders; importing this module registers the built-ins."""
 
-from cvkit.data import builtin, transforms
+from cvkit.data import builtin, image_folder, transforms
 
-__all__ = ["builtin", "transforms"]
+__all__ = ["builtin", "image_folder", "transforms"]

@@ -1,12 +1,24 @@
-"""Batching and DataLoader construction."""
+"""Batching and DataLoader construction, resumable mid-epoch and reproducible.
+
+Two things make a run's data exactly repeatable, whatever the worker count and across a
+resume:
+
+* ``EpochSampler`` draws each epoch's order from ``(seed, epoch)`` alone and can start at
+  any position, so a resumed run skips the batches already seen without loading them;
+* ``SeededSamples`` reseeds the dataset's albumentations pipeline (its ``transforms``
+  attribute) for every sample from ``(seed, epoch, index)``, so an image gets the same
+  augmentation in the same epoch of every run.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cvkit.structures import ClsBatch
 
@@ -28,24 +40,93 @@ def collate_classification(items: Sequence[tuple[np.ndarray, int]]) -> ClsBatch:
     return ClsBatch(images.contiguous(), labels)
 
 
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(epoch, index)`` pairs: a seeded order per epoch, from a start position.
+
+    Args:
+        size: dataset length.
+        shuffle: draw a permutation per epoch (from ``seed`` and the epoch) or keep order.
+        seed: the run's seed.
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int = 0) -> None:
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Use ``epoch``'s order from sample ``start`` on (a resumed run's position)."""
+        self.epoch, self.start = epoch, start
+
+    def order(self, epoch: int) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.size))
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return torch.randperm(self.size, generator=g).tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in self.order(self.epoch)[self.start :]:
+            yield self.epoch, index
+
+    def __len__(self) -> int:
+        return self.size - self.start
+
+
+class SeededSamples(Dataset):
+    """Wraps a dataset; ``[(epoch, i)]`` reseeds its transforms, then returns ``dataset[i]``."""
+
+    def __init__(self, dataset: Dataset, seed: int = 0) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        pipeline = getattr(self.dataset, "transforms", None)
+        if pipeline is not None and hasattr(pipeline, "set_random_seed"):
+            # one integer from (seed, epoch, index), the same in every run and every worker
+            pipeline.set_random_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+        return self.dataset[index]
+
+
+def resolve_workers(num_workers: int | str) -> int:
+    """``"auto"`` -> min(4, CPU cores - 1): decoding runs beside training, one core spare."""
+    if num_workers == "auto":
+        return max(0, min(4, (os.cpu_count() or 1) - 1))
+    return int(num_workers)
+
+
 def build_loader(
     dataset: Dataset,
     batch_size: int,
     *,
     shuffle: bool,
-    num_workers: int = 0,
+    num_workers: int | str = 0,
     seed: int = 0,
     drop_last: bool = False,
+    prefetch_factor: int = 2,
+    pin_memory: bool = False,
+    collate_fn=collate_classification,
 ) -> DataLoader:
-    """A DataLoader with cvkit's collate and a seeded shuffle (same order on every run)."""
-    generator = torch.Generator().manual_seed(seed)
+    """A DataLoader over ``(epoch, index)`` keys; ``loader.sampler.set_epoch`` picks the epoch.
+
+    Returns:
+        a DataLoader whose ``sampler`` is an ``EpochSampler``.
+    """
+    workers = resolve_workers(num_workers)
+    sampler = EpochSampler(len(dataset), shuffle, seed)  # type: ignore[arg-type]
     return DataLoader(
-        dataset,
+        SeededSamples(dataset, seed),
         batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=num_workers,
-        collate_fn=collate_classification,
-        generator=generator,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_fn,
         drop_last=drop_last,
-        persistent_workers=num_workers > 0,
+        persistent_workers=workers > 0,
+        prefetch_factor=prefetch_factor if workers > 0 else None,
+        pin_memory=pin_memory,
+        # Each new iterator draws a worker base seed; from its own generator, not the global
+        # RNG, so starting an epoch (or resuming mid-epoch) leaves dropout's RNG untouched.
+        generator=torch.Generator().manual_seed(seed),
     )

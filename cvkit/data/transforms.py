@@ -30,3 +30,15 @@ def _albumentations_transforms() -> dict[str, Any]:
 
 
 TRANSFORMS.add_provider("albumentations", _albumentations_transforms)
+
+
+def compose(transforms: list | None):
+    """An ``albumentations.Compose`` of built transforms, or ``None`` for none.
+
+    Datasets keep it as ``self.transforms``; the loader reseeds it per sample (see loader.py).
+    """
+    if not transforms:
+        return None
+    import albumentations as A
+
+    return A.Compose(transforms)

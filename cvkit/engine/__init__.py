@@ -1,0 +1,5 @@
+"""The training engine; importing it registers the optimizers, schedules and hooks."""
+
+from cvkit.engine import hooks, optim, schedules
+
+__all__ = ["hooks", "optim", "schedules"]

@@ -1,7 +1,9 @@
-"""From a config to a finished run: build everything, train, write the run folder."""
+"""From a config to a finished run: validate, build, train, evaluate, predict, export."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,21 +13,58 @@ import numpy as np
 import torch
 from torch import nn
 
-from cvkit import plugins
+from cvkit import __version__, plugins
 from cvkit.builder import build, plan
 from cvkit.config import Config
 from cvkit.data.loader import build_loader
+from cvkit.engine import hooks as H
+from cvkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from cvkit.engine.evaluate import evaluate_classifier
 from cvkit.engine.optim import build_optimizer
-from cvkit.engine.trainer import Trainer, classification_evaluator
+from cvkit.engine.trainer import Trainer
+from cvkit.engine.weights import inference_weights, load_model_weights
 from cvkit.errors import ConfigError
-from cvkit.registry import DATASETS, MODELS, OPTIMIZERS
+from cvkit.registry import DATASETS, HOOKS, MODELS, OPTIMIZERS, SCHEDULERS
 from cvkit.settings import RunSettings, parse_settings
+
+AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
 class RunResult:
     run_dir: Path
     metrics: dict[str, float]
+
+
+def validate(cfg: Config) -> RunSettings:
+    """Check the whole config (settings and every component) without building anything."""
+    settings = parse_settings(cfg)
+    if settings.imports:
+        plugins.import_plugins(settings.imports, "config imports")
+    describe = cfg.describe
+    plan(settings.model, MODELS, path="model", describe=describe)
+    for split in ("train", "val", "test"):
+        spec = getattr(settings.data, split)
+        if spec is not None:
+            plan(spec, DATASETS, path=f"data.{split}", describe=describe)
+    plan(
+        settings.train.optimizer,
+        OPTIMIZERS,
+        path="train.optimizer",
+        describe=describe,
+        nested=True,
+        wired=("params",),
+    )
+    plan(
+        settings.train.schedule,
+        SCHEDULERS,
+        path="train.schedule",
+        describe=describe,
+        wired=("total_steps", "steps_per_epoch"),
+    )
+    for i, hook in enumerate(settings.train.hooks):
+        plan(hook, HOOKS, path=f"train.hooks[{i}]", describe=describe)
+    return settings
 
 
 def pick_device(name: str) -> torch.device:
@@ -36,120 +75,269 @@ def pick_device(name: str) -> torch.device:
         raise ConfigError(
             "device 'cuda' was asked for but no GPU is visible",
             where="train.device",
-            hints=["use train.device=cpu or train.device=auto"],
+            hints=["use train.device=cpu or auto"],
         )
     return torch.device(name)
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, deterministic: bool = False) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    if deterministic:
+        # cuBLAS needs this workspace setting to be deterministic (CUDA docs, "Reproducibility")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
 
 
-def validate(cfg: Config) -> RunSettings:
-    """Check the whole config (settings, model, datasets) without building or reading data."""
-    settings = parse_settings(cfg)
-    if settings.imports:
-        plugins.import_plugins(settings.imports, "config imports")
-    plan(settings.model, MODELS, path="model", describe=cfg.describe)
-    for split in ("train", "val"):
-        spec = getattr(settings.data, split)
-        if spec is not None:
-            plan(spec, DATASETS, path=f"data.{split}", describe=cfg.describe)
-    plan(
-        settings.train.optimizer,
-        OPTIMIZERS,
-        path="train.optimizer",
-        describe=cfg.describe,
-        nested=True,
-        wired=("params",),
-    )
-    return settings
+def build_model(settings: RunSettings, cfg: Config) -> nn.Module:
+    return build(settings.model, MODELS, path="model", describe=cfg.describe)
 
 
-def prepare(cfg: Config) -> tuple[RunSettings, nn.Module, dict[str, Any]]:
-    """Check the whole config, import its plugins, build the model and datasets.
-
-    Everything is validated before data is read: settings, then the model's plan.
-    """
-    settings = validate(cfg)
-    seed_everything(settings.train.seed)
-    model = build(settings.model, MODELS, path="model", describe=cfg.describe)
-    datasets = {
+def build_datasets(settings: RunSettings, cfg: Config, splits=("train", "val")) -> dict[str, Any]:
+    return {
         split: build(spec, DATASETS, path=f"data.{split}", describe=cfg.describe)
-        for split, spec in (("train", settings.data.train), ("val", settings.data.val))
-        if spec is not None
+        for split in splits
+        if (spec := getattr(settings.data, split)) is not None
     }
-    _check_classes(model, datasets, cfg)
-    return settings, model, datasets
 
 
-def _check_classes(model: nn.Module, datasets: dict[str, Any], cfg: Config) -> None:
+def check_classes(model: nn.Module, datasets: dict[str, Any], cfg: Config) -> list[str]:
+    """The class names, after checking the model's class count against every dataset."""
     num_classes = getattr(model, "num_classes", None)
+    names: list[str] = []
     for split, ds in datasets.items():
-        classes = getattr(ds, "classes", None)
-        if num_classes is not None and classes is not None and len(classes) != num_classes:
+        classes = list(getattr(ds, "classes", None) or [])
+        if num_classes is not None and classes and len(classes) != num_classes:
+            shown = ", ".join(map(str, classes[:10])) + (", ..." if len(classes) > 10 else "")
             raise ConfigError(
                 f"the model has num_classes={num_classes} but data.{split} has "
-                f"{len(classes)} classes ({', '.join(map(str, classes[:10]))}"
-                f"{', ...' if len(classes) > 10 else ''})",
+                f"{len(classes)} classes ({shown})",
                 where="model.head.num_classes",
                 hints=[
                     f"set model.head.num_classes={len(classes)}",
                     f"in {cfg.describe('model.head.num_classes') or 'the config'}",
                 ],
             )
+        names = names or classes
+    return names or [str(i) for i in range(num_classes or 0)]
 
 
-def train(cfg: Config) -> RunResult:
-    """Train the model a config describes; returns the run folder and final metrics."""
-    settings, model, datasets = prepare(cfg)
+def new_run_dir(settings: RunSettings) -> Path:
+    """``<run_dir>/<name>``, or ``<name>_2``, ``_3``... if taken: a run never overwrites one."""
+    base = Path(settings.run_dir) / settings.name
+    path, n = base, 1
+    while path.exists() and any(path.iterdir()):
+        n += 1
+        path = base.with_name(f"{base.name}_{n}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resolve_resume(resume: str | os.PathLike) -> Path:
+    """A checkpoint file, or a run folder (its ``last.pt``)."""
+    path = Path(resume)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"cannot resume: {str(path)!r} does not exist; pass a run folder that holds "
+            "last.pt, or a checkpoint file"
+        )
+    return path
+
+
+def train(cfg: Config, resume: str | os.PathLike | None = None) -> RunResult:
+    """Train the model a config describes; returns the run folder and final metrics.
+
+    Args:
+        resume: a run folder or checkpoint; the run continues there, at the same data
+            position, and ends with the same weights as an uninterrupted run.
+    """
+    settings = validate(cfg)
+    tcfg = settings.train
+    seed_everything(tcfg.seed, tcfg.deterministic)
+    state = load_checkpoint(resolve_resume(resume)) if resume is not None else None
+    model = build_model(settings, cfg)
+    datasets = build_datasets(settings, cfg)
     if "train" not in datasets:
         raise ConfigError(
             "there is no training data",
             where="data.train",
             hints=["add `data: {train: {type: ...}}`; `cvkit list datasets`"],
         )
-    run_dir = Path(settings.run_dir) / settings.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    classes = check_classes(model, datasets, cfg)
+    run_dir = resolve_resume(resume).parent if resume is not None else new_run_dir(settings)
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
-    device = pick_device(settings.train.device)
-    data = settings.data
-    train_loader = build_loader(
-        datasets["train"],
-        data.batch_size,
-        shuffle=True,
-        num_workers=data.num_workers,
-        seed=settings.train.seed,
-    )
-    val_loader = None
-    if "val" in datasets:
-        val_loader = build_loader(
-            datasets["val"],
-            data.val_batch_size or data.batch_size,
-            shuffle=False,
-            num_workers=data.num_workers,
-        )
+    device = pick_device(tcfg.device)
     model.to(device)
-    optimizer = build_optimizer(settings.train.optimizer, model)
-    trainer = Trainer(
+    loaders = _loaders(settings, datasets, device)
+    trainer = _trainer(settings, cfg, model, loaders, run_dir, device, classes)
+    if state is not None:
+        trainer.load_state_dict(state)
+        trainer.log_line(f"resumed {run_dir} at epoch {trainer.epoch + 1}, step {trainer.step}")
+    metrics = trainer.run()
+    if "val" in loaders and settings.eval.plots:
+        _write_report(trainer.eval_model, loaders["val"], device, classes, run_dir)
+    return RunResult(run_dir, metrics)
+
+
+def _loaders(settings: RunSettings, datasets: dict[str, Any], device: torch.device) -> dict:
+    data, seed = settings.data, settings.train.seed
+    common = {
+        "num_workers": data.num_workers,
+        "prefetch_factor": data.prefetch_factor,
+        "pin_memory": data.pin_memory and device.type == "cuda",
+        "seed": seed,
+    }
+    loaders = {"train": build_loader(datasets["train"], data.batch_size, shuffle=True, **common)}
+    if "val" in datasets:
+        loaders["val"] = build_loader(
+            datasets["val"], data.val_batch_size or data.batch_size, shuffle=False, **common
+        )
+    return loaders
+
+
+def _trainer(settings, cfg, model, loaders, run_dir, device, classes) -> Trainer:
+    tcfg, ecfg = settings.train, settings.eval
+    optimizer = build_optimizer(tcfg.optimizer, model, tcfg.param_groups, describe=cfg.describe)
+    steps_per_epoch = -(-len(loaders["train"]) // tcfg.accumulate)
+    schedule = build(
+        tcfg.schedule,
+        SCHEDULERS,
+        path="train.schedule",
+        describe=cfg.describe,
+        total_steps=steps_per_epoch * tcfg.epochs,
+        steps_per_epoch=steps_per_epoch,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    hooks: list[H.Hook] = [
+        H.LoggerHook(tcfg.log_interval, tcfg.tensorboard),
+        H.CheckpointHook(tcfg.checkpoint_interval, ecfg.metric, ecfg.mode),
+    ]
+    if tcfg.freeze_backbone_epochs:
+        hooks.append(H.FreezeBackboneHook(tcfg.freeze_backbone_epochs))
+    if tcfg.ema is not None:
+        hooks.append(H.EMAHook(tcfg.ema.decay, tcfg.ema.warmup_steps))
+    if ecfg.patience is not None:
+        hooks.append(H.EarlyStoppingHook(ecfg.patience, ecfg.metric, ecfg.mode))
+    hooks += [
+        build(h, HOOKS, path=f"train.hooks[{i}]", describe=cfg.describe)
+        for i, h in enumerate(tcfg.hooks)
+    ]
+    evaluate = None
+    if "val" in loaders:
+
+        def evaluate(m: nn.Module) -> dict[str, float]:
+            return evaluate_classifier(m, loaders["val"], device)[0]
+
+    amp = _amp_dtype(tcfg.amp, device)
+    return Trainer(
         model,
         optimizer,
-        train_loader,
+        loaders["train"],
         run_dir,
-        epochs=settings.train.epochs,
-        max_steps=settings.train.max_steps,
+        scheduler=scheduler,
+        epochs=tcfg.epochs,
+        max_steps=tcfg.max_steps,
         device=device,
-        val_loader=val_loader,
-        evaluator=classification_evaluator,
+        amp=amp,
+        accumulate=tcfg.accumulate,
+        clip_grad_norm=tcfg.clip_grad_norm,
+        hooks=hooks,
+        evaluate=evaluate,
         eval_interval=settings.eval.interval,
-        log_interval=settings.train.log_interval,
-        extra_state={
-            "classes": list(getattr(datasets["train"], "classes", []) or []),
-            "config": cfg.to_yaml(),
-        },
+        extra_state={"classes": classes, "config": cfg.to_yaml(), "cvkit_version": __version__},
     )
-    metrics = trainer.run()
-    return RunResult(run_dir, metrics)
+
+
+def _amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
+    if amp is False:
+        return None
+    if amp is True:
+        return torch.float16 if device.type == "cuda" else torch.bfloat16
+    return AMP_DTYPES[amp]
+
+
+def _write_report(model, loader, device, classes, out_dir: Path) -> dict[str, Any]:
+    """The final evaluation's per-class table, JSON and confusion-matrix PNG."""
+    from cvkit.visualize import plot_confusion_matrix
+
+    model.eval()
+    metrics, evaluator = evaluate_classifier(model, loader, device)
+    report = {**evaluator.to_json_dict(classes), "metrics": metrics}  # metrics has val_loss
+    (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
+    plot_confusion_matrix(evaluator.confusion, classes, out_dir / "confusion_matrix.png")
+    print(evaluator.summary_table(classes))
+    return report
+
+
+def evaluate(
+    cfg: Config,
+    checkpoint: str | os.PathLike,
+    split: str = "val",
+    out_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on ``data.<split>``; writes the report to ``out_dir``."""
+    settings = validate(cfg)
+    model = build_model(settings, cfg)
+    state = load_checkpoint(checkpoint)
+    load_model_weights(model, inference_weights(state), Path(checkpoint))
+    datasets = build_datasets(settings, cfg, (split,))
+    if split not in datasets:
+        raise ConfigError(f"the config has no data.{split} to evaluate on", where=f"data.{split}")
+    classes = check_classes(model, datasets, cfg)
+    device = pick_device(settings.train.device)
+    model.to(device)
+    loader = build_loader(
+        datasets[split],
+        settings.data.val_batch_size or settings.data.batch_size,
+        shuffle=False,
+        num_workers=settings.data.num_workers,
+    )
+    out = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval_{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    return _write_report(model, loader, device, classes, out)
+
+
+def predict(
+    cfg: Config, checkpoint: str | os.PathLike, images: list[str], topk: int = 5
+) -> list[dict[str, Any]]:
+    """Top-k classes with probabilities for each image file."""
+    from cvkit.data.image_io import read_image
+    from cvkit.structures import ClsBatch
+
+    settings = validate(cfg)
+    model = build_model(settings, cfg)
+    state = load_checkpoint(checkpoint)
+    load_model_weights(model, inference_weights(state), Path(checkpoint))
+    classes = list(state.get("classes") or []) or [str(i) for i in range(model.num_classes)]
+    model.eval()
+    results = []
+    for path in images:
+        image = torch.from_numpy(read_image(path)).permute(2, 0, 1)[None].contiguous()
+        pred = model.predict(ClsBatch(image))[0]
+        probs, idx = pred.probs.topk(min(topk, len(pred.probs)))
+        results.append(
+            {
+                "image": str(path),
+                "top": [
+                    {"class": classes[i], "index": i, "prob": float(p)}
+                    for p, i in zip(probs.tolist(), idx.tolist())
+                ],
+            }
+        )
+    return results
+
+
+def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """A checkpoint for prediction: the weights (EMA if kept), class names and config only."""
+    state = load_checkpoint(checkpoint)
+    slim = {
+        "model": inference_weights(state),
+        "classes": state.get("classes", []),
+        "config": state.get("config"),
+        "cvkit_version": __version__,
+    }
+    return save_checkpoint(slim, out)

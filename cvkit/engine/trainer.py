@@ -1,40 +1,53 @@
 """The training loop: one loop for every task.
 
-A task gives ``loss(batch) -> dict[str, Tensor]``; the trainer sums the dict, steps the
-optimizer, logs, evaluates and checkpoints. Subclass and override ``run_step`` to change one
-step; ``evaluate`` to change evaluation.
+A task gives ``loss(batch) -> dict[str, Tensor]``; the trainer sums the dict, runs backward
+(under autocast when AMP is on), accumulates, clips, steps the optimizer and the LR schedule,
+and calls the hooks. Everything else (logging, evaluation bookkeeping, checkpoints, EMA, early
+stopping) is a hook. To change one step, subclass and override ``run_step``.
+
+The trainer's state (``state_dict``) is everything a resumed run needs to end with the same
+weights as an uninterrupted one: model, optimizer, schedule, AMP scaler, hooks (EMA, best
+metric), RNG states and the data position (epoch and batches consumed).
 """
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Callable
+import contextlib
+import random
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from cvkit.engine.checkpoint import save_checkpoint
+from cvkit.engine.hooks import Hook
 
-Evaluator = Callable[[nn.Module, DataLoader, torch.device], dict[str, float]]
+Evaluate = Callable[[nn.Module], dict[str, float]]
 
 
 class Trainer:
     """Train ``model`` for ``epochs`` over ``train_loader``.
 
     Args:
-        model: a task with ``loss(batch)``.
+        model: a task with ``loss(batch) -> dict[str, Tensor]``.
         optimizer: over the model's parameters.
-        train_loader: yields batches with ``.to(device)``.
-        run_dir: where ``metrics.jsonl`` and ``last.pt`` go.
+        train_loader: from ``cvkit.data.loader.build_loader`` (its sampler knows epochs).
+        run_dir: where checkpoints and logs go.
+        scheduler: stepped after every optimizer step.
         epochs: passes over the data.
-        max_steps: stop after this many optimizer steps (``None``: no limit).
-        val_loader, evaluator: evaluation every ``eval_interval`` epochs and at the end.
-        extra_state: plain data saved in every checkpoint (class names, the config).
+        max_steps: stop after this many optimizer steps (the run can be resumed).
+        device: where the model and batches live.
+        amp: ``None``, ``torch.float16`` or ``torch.bfloat16`` autocast.
+        accumulate: batches per optimizer step.
+        clip_grad_norm: clip the gradients' total norm to this.
+        hooks: see ``cvkit.engine.hooks``.
+        evaluate: ``evaluate(model) -> metrics``, called every ``eval_interval`` epochs.
+        extra_state: plain data stored in every checkpoint (class names, the config).
     """
 
     def __init__(
@@ -44,126 +57,237 @@ class Trainer:
         train_loader: DataLoader,
         run_dir: Path,
         *,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
         epochs: int = 1,
         max_steps: int | None = None,
         device: torch.device | str = "cpu",
-        val_loader: DataLoader | None = None,
-        evaluator: Evaluator | None = None,
+        amp: torch.dtype | None = None,
+        accumulate: int = 1,
+        clip_grad_norm: float | None = None,
+        hooks: Sequence[Hook] = (),
+        evaluate: Evaluate | None = None,
         eval_interval: int = 1,
-        log_interval: int = 20,
         extra_state: dict[str, Any] | None = None,
     ) -> None:
-        self.model = model.to(device)
-        self.optimizer = optimizer
-        self.train_loader = train_loader
-        self.val_loader = val_loader
-        self.evaluator = evaluator
-        self.run_dir = Path(run_dir)
-        self.epochs = epochs
-        self.max_steps = max_steps
+        if accumulate < 1:
+            raise ValueError(f"train.accumulate must be at least 1, got {accumulate}")
         self.device = torch.device(device)
-        self.eval_interval = eval_interval
-        self.log_interval = log_interval
+        self.model = model.to(self.device)
+        self.eval_model: nn.Module = self.model  # EMAHook points this at the average
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.train_loader = train_loader
+        self.run_dir = Path(run_dir)
+        self.epochs, self.max_steps = epochs, max_steps
+        self.amp, self.accumulate, self.clip_grad_norm = amp, accumulate, clip_grad_norm
+        fp16_cuda = amp == torch.float16 and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16_cuda)
+        self.hooks = sorted(hooks, key=lambda h: h.priority)
+        self.evaluate_fn, self.eval_interval = evaluate, eval_interval
         self.extra_state = extra_state or {}
-        self.step = 0
-        self.epoch = 0
-        self.history: list[dict[str, Any]] = []
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimizer steps completed
+        self.batch_in_epoch = 0  # batches of the current epoch consumed
+        self.should_stop = False
+        self.failed = False
+        self.metrics: dict[str, float] = {}
+        self._boundary: dict[str, Any] | None = None
 
+    # -- the loop --------------------------------------------------------------------------
     def run(self) -> dict[str, float]:
-        """Train, evaluate, checkpoint. Returns the last evaluation's metrics."""
+        """Train to the end (or ``max_steps``, or early stopping); returns the last metrics."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        metrics: dict[str, float] = {}
-        for epoch in range(1, self.epochs + 1):
-            self.epoch = epoch
-            self.model.train()
-            self._train_epoch()
-            last = self.epoch == self.epochs or self._done()
-            if self.val_loader is not None and (last or self.epoch % self.eval_interval == 0):
-                metrics = self.evaluate()
-                self.log({"epoch": self.epoch, "step": self.step, **metrics}, "val")
-            self.save("last.pt")
-            if self._done():
-                break
-        return metrics
+        self._call("before_train")
+        try:
+            while self.epoch < self.epochs and not self._stopping():
+                finished = self.train_epoch()
+                if not finished:  # max_steps reached mid-epoch; last.pt records the position
+                    self.run_evaluation(partial=True)
+                    break
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                if self._eval_due():
+                    self.run_evaluation()
+                self._call("after_epoch")
+        except KeyboardInterrupt:
+            self.save("last.pt", at_boundary=True)
+            self.log_line(f"interrupted; resume from {self.run_dir / 'last.pt'}")
+            self.failed = True
+            raise
+        except BaseException:
+            self.failed = True  # hooks must not overwrite the last good checkpoint
+            raise
+        finally:
+            self._call("after_train")
+        return self.metrics
 
-    def _train_epoch(self) -> None:
-        bar = tqdm(
-            self.train_loader,
-            desc=f"epoch {self.epoch}/{self.epochs}",
-            leave=False,
-            dynamic_ncols=True,
-            mininterval=1.0,
-        )
-        start = time.perf_counter()
-        for i, batch in enumerate(bar, 1):
-            losses = self.run_step(batch.to(self.device))
-            self.step += 1
-            if self.step % self.log_interval == 0 or i == len(self.train_loader) or self._done():
-                lr = self.optimizer.param_groups[0]["lr"]
-                rate = i / (time.perf_counter() - start)
-                self.log({"epoch": self.epoch, "step": self.step, "lr": lr, **losses}, "train")
-                bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{lr:.2e}", it_s=f"{rate:.1f}")
-            if self._done():
-                break
+    def train_epoch(self) -> bool:
+        """Run the rest of the current epoch; False if it stopped early (``max_steps``)."""
+        self.model.train()
+        self._call("before_epoch")
+        sampler = self.train_loader.sampler
+        sampler.set_epoch(self.epoch, self.batch_in_epoch * self.train_loader.batch_size)
+        self._boundary = self.position()
+        micro = 0
+        for batch in self.train_loader:
+            losses = self.run_step(batch.to(self.device), micro)
+            self.batch_in_epoch += 1
+            micro = (micro + 1) % self.accumulate
+            if micro == 0:
+                self._after_optimizer_step(losses)
+                if self._stopping():
+                    return self.batch_in_epoch >= self.steps_in_epoch()
+        if micro:  # the epoch ended mid-accumulation: step on what was gathered
+            self._optimizer_step()
+            self._after_optimizer_step(losses)
+        return True
 
-    def run_step(self, batch: Any) -> dict[str, float]:
-        """One optimizer step on ``batch``; returns the losses as floats."""
-        losses = self.model.loss(batch)
+    def run_step(self, batch: Any, micro: int = 0) -> dict[str, float]:
+        """Forward and backward for one batch; the optimizer steps every ``accumulate``."""
+        with self.autocast():
+            losses = self.model.loss(batch)
         total = sum(losses.values())
         if not torch.isfinite(total):
             parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
             raise FloatingPointError(
-                f"loss is {total.item()} at step {self.step + 1} (epoch {self.epoch}): {parts}; "
-                f"the last good checkpoint is {self.run_dir / 'last.pt'}. Lower the learning "
-                "rate or check the data"
+                f"loss is {total.item()} at step {self.step + 1} (epoch {self.epoch + 1}, "
+                f"batch {self.batch_in_epoch + 1}): {parts}. The last good checkpoint is "
+                f"{self.run_dir / 'last.pt'}; lower the learning rate, add "
+                "train.clip_grad_norm, or check the data"
             )
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizer.step()
+        self.scaler.scale(total / self.accumulate).backward()
+        if micro + 1 == self.accumulate:
+            self._optimizer_step()
         return {"loss": total.item(), **{k: v.item() for k, v in losses.items()}}
 
-    def evaluate(self) -> dict[str, float]:
-        if self.evaluator is None or self.val_loader is None:
-            return {}
-        self.model.eval()
-        return self.evaluator(self.model, self.val_loader, self.device)
+    def _optimizer_step(self) -> None:
+        if self.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.step += 1
 
-    def save(self, name: str) -> Path:
-        state = {
-            "model": self.model.state_dict(),
+    def _after_optimizer_step(self, losses: dict[str, float]) -> None:
+        self._call("after_step", losses)
+        self._boundary = self.position()
+
+    def run_evaluation(self, partial: bool = False) -> dict[str, float]:
+        """Evaluate ``eval_model``; ``partial``: a mid-epoch stop, shown only to hooks with
+        ``sees_partial_eval`` (logging), so best.pt and early stopping are the same whether
+        or not a run was interrupted."""
+        if self.evaluate_fn is None:
+            return {}
+        self.eval_model.eval()
+        with torch.no_grad(), self.autocast():
+            self.metrics = self.evaluate_fn(self.eval_model)
+        for hook in self.hooks:
+            if not partial or hook.sees_partial_eval:
+                hook.after_eval(self, self.metrics)
+        return self.metrics
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    def steps_in_epoch(self) -> int:
+        """Batches in a full epoch."""
+        sampler = self.train_loader.sampler
+        n, bs = sampler.size, self.train_loader.batch_size
+        return n // bs if self.train_loader.drop_last else -(-n // bs)
+
+    # -- state -----------------------------------------------------------------------------
+    def position(self) -> dict[str, Any]:
+        """Where the run is and the RNG states there: a resumable point."""
+        return {
             "epoch": self.epoch,
             "step": self.step,
+            "batch_in_epoch": self.batch_in_epoch,
+            "rng": capture_rng(),
+        }
+
+    def state_dict(self, at_boundary: bool = False) -> dict[str, Any]:
+        position = self._boundary if (at_boundary and self._boundary) else self.position()
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "trainer": {k: v for k, v in position.items() if k != "rng"},
+            "rng": position["rng"],
+            "hooks": {type(h).__name__: h.state_dict() for h in self.hooks},
+            "metrics": self.metrics,
             **self.extra_state,
         }
-        return save_checkpoint(state, self.run_dir / name)
 
-    def log(self, record: dict[str, Any], phase: str) -> None:
-        record = {"phase": phase, **record}
-        self.history.append(record)
-        with (self.run_dir / "metrics.jsonl").open("a") as f:
-            f.write(json.dumps(record) + "\n")
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint written by ``save`` (the model must match)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        position = state["trainer"]
+        self.epoch, self.step = int(position["epoch"]), int(position["step"])
+        self.batch_in_epoch = int(position["batch_in_epoch"])
+        self.metrics = dict(state.get("metrics") or {})
+        for hook in self.hooks:
+            hook.load_state_dict(state.get("hooks", {}).get(type(hook).__name__, {}))
+            if hasattr(hook, "attach"):
+                hook.attach(self.model)
+        restore_rng(state["rng"])
 
-    def _done(self) -> bool:
-        return self.max_steps is not None and self.step >= self.max_steps
+    def save(self, name: str, at_boundary: bool = False) -> Path:
+        return save_checkpoint(self.state_dict(at_boundary), self.run_dir / name)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def log_line(self, text: str) -> None:
+        tqdm.write(text)
+
+    def _stopping(self) -> bool:
+        return self.should_stop or (self.max_steps is not None and self.step >= self.max_steps)
+
+    def _eval_due(self) -> bool:
+        last = self.epoch == self.epochs or self._stopping()
+        return self.evaluate_fn is not None and (last or self.epoch % self.eval_interval == 0)
+
+    def _call(self, point: str, *args: Any) -> None:
+        for hook in self.hooks:
+            getattr(hook, point)(self, *args)
 
 
-def classification_evaluator(
-    model: nn.Module, loader: DataLoader, device: torch.device
-) -> dict[str, float]:
-    """Top-1 / top-5 accuracy and mean loss of a classifier over ``loader``."""
-    from cvkit.evaluation.classification import topk_accuracy
-
-    logits, labels, loss_sum = [], [], 0.0
-    with torch.no_grad():
-        for batch in loader:
-            batch = batch.to(device)
-            out = model(batch.images)
-            loss_sum += model.loss_fn(out, batch.labels).item() * len(batch)
-            logits.append(out.float().cpu())
-            labels.append(batch.labels.cpu())
-    scores, truth = torch.cat(logits), torch.cat(labels)
-    return {
-        "top1": topk_accuracy(scores, truth, 1),
-        "top5": topk_accuracy(scores, truth, 5),
-        "val_loss": loss_sum / len(truth),
+def capture_rng() -> dict[str, Any]:
+    """Every RNG state a training step may draw from, as plain tensors and ints."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+        },
+        "python": _python_state(random.getstate()),
     }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, n["pos"], n["has_gauss"], n["gauss"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _python_state(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]

@@ -1,15 +1,26 @@
-"""Any timm model as a cvkit backbone, through ``timm.create_model(features_only=True)``."""
+"""Any timm model as a cvkit backbone: its feature stages, or its whole trunk, pretrained or not."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from cvkit.models.backbones.base import select_outputs
+from cvkit.models.pretrained import (
+    LoadReport,
+    architecture_shapes,
+    load_matching,
+    resolve_weights,
+    split_classifier,
+)
 from cvkit.registry import BACKBONES
 from cvkit.structures import FeatureSpec
+
+logger = logging.getLogger("cvkit.pretrained")
 
 
 @BACKBONES.register()
@@ -19,11 +30,21 @@ class TimmBackbone(nn.Module):
     Args:
         name: a timm model name (``timm.list_models()``), e.g. ``"resnet18"``.
         out_indices: which of the model's feature stages to return; negative counts from the
-            end. Checked against the model's stages, never silently clipped.
+            end. Checked against the model's stages, never silently clipped. With
+            ``features_only=False`` it must be ``(-1,)``.
         in_chans: input channels.
         frozen_stages: how many leading stages get no gradient (0: none).
         norm_eval: keep every normalisation layer in eval mode while training (frozen
             statistics, the usual choice for small batches on a pretrained backbone).
+        pretrained: ``False``; a ``.pth``/``.pt``/``.safetensors`` path; a package source
+            (``cvkit.models.pretrained.PACKAGE_SOURCES``); or ``True``/``"timm"`` for timm's
+            hub. Loaded here; the ImageNet classifier, when the weights have one, is kept on
+            ``self.pretrained_head`` (``{"weight", "bias"}``, not in the state dict) for the
+            classifier's head to take.
+        features_only: ``True``: the feature stages (``out_indices`` picks among them).
+            ``False``: the whole trunk up to the classifier (``forward_features``, e.g. with
+            EfficientNet's ``conv_head``), one map ``Tensor[B, num_features, H/32, W/32]``:
+            what an ImageNet classifier was trained on, the usual start for fine-tuning.
 
     Example:
         >>> bb = TimmBackbone("resnet18", out_indices=(-2, -1))
@@ -38,29 +59,81 @@ class TimmBackbone(nn.Module):
         in_chans: int = 3,
         frozen_stages: int = 0,
         norm_eval: bool = False,
+        pretrained: bool | str = False,
+        features_only: bool = True,
     ) -> None:
         super().__init__()
-        import timm  # imported here: it is slow to import and only this class needs it
-
-        if not timm.is_model(name):
-            from cvkit.errors import did_you_mean
-
-            close = did_you_mean(name, timm.list_models())
-            raise ValueError(f"{name!r} is not a timm model. {close} (timm.list_models())")
         self.name = name
-        self.model = timm.create_model(
-            name, features_only=True, pretrained=False, in_chans=in_chans
-        )
-        info = self.model.feature_info
-        specs = [FeatureSpec(c, s) for c, s in zip(info.channels(), info.reduction())]
-        self.out_indices = select_outputs(f"TimmBackbone({name!r})", specs, tuple(out_indices))
-        self.stage_specs = specs
-        self.feature_info = [specs[i] for i in self.out_indices]
+        self.in_chans = in_chans
+        self.features_only = features_only
+        self.model = _create(name, features_only, in_chans)
+        self.stage_specs = [FeatureSpec(d["num_chs"], d["reduction"]) for d in _stages(self.model)]
+        self.out_indices = self._select(tuple(out_indices))
+        if features_only:
+            self.feature_info = [self.stage_specs[i] for i in self.out_indices]
+        else:
+            self.feature_info = [FeatureSpec(self.model.num_features, self.stage_specs[-1].stride)]
         self.norm_eval = norm_eval
+        # a plain attribute, not a buffer: the classifier's head copies it, the state dict
+        # never carries it
+        self.pretrained_head: dict[str, torch.Tensor] | None = None
+        self.pretrained_report: LoadReport | None = None
+        if pretrained is not False:
+            self.pretrained_report = self.load_pretrained(pretrained)
         self.freeze(frozen_stages)
+
+    def _select(self, out_indices: tuple[int, ...]) -> tuple[int, ...]:
+        owner = f"TimmBackbone({self.name!r})"
+        if self.features_only:
+            return select_outputs(owner, self.stage_specs, out_indices)
+        if out_indices != (-1,):
+            raise ValueError(
+                f"{owner}: features_only=False returns one map, the whole trunk's output "
+                f"({self.model.num_features}ch/stride {self.stage_specs[-1].stride}), so "
+                f"out_indices must be (-1,), got {out_indices}; use features_only=True to "
+                "choose among the stages"
+            )
+        return (len(self.stage_specs) - 1,)
+
+    def load_pretrained(self, pretrained: bool | str) -> LoadReport:
+        """Load weights into the model and keep their classifier on ``pretrained_head``.
+
+        Args:
+            pretrained: as in the constructor (``True``/``"timm"``, a path, a package source).
+
+        Raises:
+            FileNotFoundError / ValueError / ConnectionError: naming the file or source and
+            the first tensor that does not fit.
+        """
+        weights = resolve_weights(pretrained, self.name, self.in_chans)
+        head, trunk = split_classifier(weights.state, weights.classifier)
+        # tensors of the full architecture that this trunk leaves out are no error
+        optional = architecture_shapes(self.name, self.in_chans)
+        owner = f"TimmBackbone({self.name!r}, features_only={self.features_only})"
+        report = load_matching(
+            self.model,
+            trunk,
+            weights.source,
+            optional=optional,
+            head=weights.classifier,
+            owner=owner,
+        )
+        self.pretrained_head = head
+        if head:
+            report.skipped.extend(f"{weights.classifier[0]}.{k}" for k in head)
+        logger.info("TimmBackbone(%r): %s", self.name, report)
+        return report
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Args: x (Tensor[B, C, H, W]). Returns one map per ``out_indices`` entry."""
+        if not self.features_only:
+            out = self.model.forward_features(x)
+            if out.ndim != 4:
+                raise ValueError(
+                    f"TimmBackbone({self.name!r}): forward_features returns shape "
+                    f"{tuple(out.shape)}, not a [B, C, H, W] map; use features_only=True"
+                )
+            return [out]
         feats = self.model(x)
         return [feats[i] for i in self.out_indices]
 
@@ -76,20 +149,21 @@ class TimmBackbone(nn.Module):
                 p.requires_grad_(stage >= num_stages)
 
     def stage_parameter_groups(self) -> list[list[nn.Parameter]]:
-        """The parameters of each feature stage, in order.
+        """The parameters of each feature stage, in order; each parameter in one group.
 
         timm records which module ends each stage; in definition order, a parameter belongs
-        to the first stage whose end module comes at or after the module that owns it.
+        to the first stage whose end module comes at or after the module that owns it, so
+        layers after the last stage (EfficientNet's ``conv_head``) join the last group.
         """
-        order = {name: i for i, (name, _) in enumerate(self.model.named_modules())}
+        # "_" read as ".": features_only wrappers rename timm's "stages.0" to "stages_0"
+        order = {n.replace("_", "."): i for i, (n, _) in enumerate(self.model.named_modules())}
         ends = []
-        for info in self.model.feature_info.info:
-            end = info["module"]
-            inside = [i for n, i in order.items() if n == end or n.startswith(end + ".")]
-            ends.append(max(inside))
+        for info in _stages(self.model):
+            end = info["module"].replace("_", ".")
+            ends.append(max(i for n, i in order.items() if n == end or n.startswith(end + ".")))
         groups: list[list[nn.Parameter]] = [[] for _ in ends]
         for pname, p in self.model.named_parameters():
-            pos = order[pname.rpartition(".")[0]]
+            pos = order[pname.rpartition(".")[0].replace("_", ".")]
             stage = next((k for k, e in enumerate(ends) if pos <= e), len(ends) - 1)
             groups[stage].append(p)
         return groups
@@ -101,3 +175,25 @@ class TimmBackbone(nn.Module):
                 if isinstance(m, nn.modules.batchnorm._BatchNorm | nn.GroupNorm | nn.LayerNorm):
                     m.eval()
         return self
+
+
+def _create(name: str, features_only: bool, in_chans: int) -> nn.Module:
+    import timm  # imported here: it is slow to import and only this class needs it
+
+    if not timm.is_model(name):
+        from cvkit.errors import did_you_mean
+
+        close = did_you_mean(name, timm.list_models())
+        raise ValueError(f"{name!r} is not a timm model. {close} (timm.list_models())")
+    if features_only:
+        return timm.create_model(name, features_only=True, pretrained=False, in_chans=in_chans)
+    return timm.create_model(
+        name, num_classes=0, global_pool="", pretrained=False, in_chans=in_chans
+    )
+
+
+def _stages(model: nn.Module) -> list[dict[str, Any]]:
+    """timm's stage records (``module``, ``num_chs``, ``reduction``), with or without
+    ``features_only`` (a ``FeatureInfo`` there, a list of dicts on a full model)."""
+    info = model.feature_info
+    return list(info.info) if hasattr(info, "info") else list(info)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cvkit.models.pretrained import LoadReport, load_head_tensors
 from cvkit.registry import HEADS
 
 
@@ -38,6 +39,22 @@ class ClsHead(nn.Module):
         self.fc = nn.Linear(self.in_channels, num_classes).to(self.fc.weight.device)
         nn.init.xavier_uniform_(self.fc.weight)
         nn.init.zeros_(self.fc.bias)
+
+    def load_pretrained_head(self, weights: dict[str, torch.Tensor]) -> LoadReport:
+        """Copy a pretrained classifier into ``fc`` where the shapes match.
+
+        Args:
+            weights: ``{"weight": Tensor[K', C'], "bias": Tensor[K']}``, e.g. a backbone's
+                ``pretrained_head``.
+
+        Returns:
+            What was loaded; a tensor whose shape differs (another number of classes) is
+            dropped and logged on ``cvkit.pretrained`` with both shapes, and ``fc`` keeps its
+            fresh initialisation for it.
+        """
+        return load_head_tensors(
+            self.fc, weights, "head.fc", "the backbone's pretrained classifier"
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(x))

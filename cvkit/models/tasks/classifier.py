@@ -24,6 +24,10 @@ class ImageClassifier(nn.Module):
 
     ``loss(batch)`` and ``predict(batch)`` do the same thing in train and eval mode; only
     layers such as dropout and batch norm follow the mode.
+
+    When the backbone has a ``pretrained_head`` (the classifier of its pretrained weights) and
+    the head has ``load_pretrained_head``, the head receives it once, here: tensors that fit
+    are copied, the others (another number of classes) are dropped and logged.
     """
 
     def __init__(
@@ -40,6 +44,9 @@ class ImageClassifier(nn.Module):
         self.neck = neck
         self.head = head
         self.loss_fn = loss or CrossEntropyLoss()
+        pretrained_head = getattr(backbone, "pretrained_head", None)
+        if pretrained_head and hasattr(head, "load_pretrained_head"):
+            head.load_pretrained_head(pretrained_head)
 
     @property
     def num_classes(self) -> int:

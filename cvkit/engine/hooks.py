@@ -1,0 +1,248 @@
+"""Everything optional in training is a hook, called at a few points of the loop.
+
+Points, in the order the trainer calls them: ``before_train``; per epoch ``before_epoch``,
+``after_step`` (after every optimizer step, with the losses), then evaluation and
+``after_eval`` (with the metrics), ``after_epoch``; finally ``after_train``. A hook with state
+(EMA weights, the best metric) returns it from ``state_dict`` so a resumed run continues it.
+Hooks run in ``priority`` order, lowest first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from cvkit.engine.ema import ModelEMA
+from cvkit.registry import HOOKS
+
+if TYPE_CHECKING:
+    from cvkit.engine.trainer import Trainer
+
+
+class Hook:
+    """Base class: override the points you need."""
+
+    priority = 50
+    sees_partial_eval = False  # also called after the evaluation at a mid-epoch stop
+
+    def before_train(self, trainer: Trainer) -> None: ...
+    def before_epoch(self, trainer: Trainer) -> None: ...
+    def after_step(self, trainer: Trainer, losses: dict[str, float]) -> None: ...
+    def after_eval(self, trainer: Trainer, metrics: dict[str, float]) -> None: ...
+    def after_epoch(self, trainer: Trainer) -> None: ...
+    def after_train(self, trainer: Trainer) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+@HOOKS.register()
+class EMAHook(Hook):
+    """Averages the weights after every step; evaluation and ``best.pt`` use the average."""
+
+    priority = 10
+
+    def __init__(self, decay: float = 0.9998, warmup_steps: int = 2000) -> None:
+        self.decay, self.warmup_steps = decay, warmup_steps
+        self.ema: ModelEMA | None = None
+
+    def before_train(self, trainer: Trainer) -> None:
+        if self.ema is None:
+            self.ema = ModelEMA(trainer.model, self.decay, self.warmup_steps)
+        trainer.eval_model = self.ema.module
+
+    def after_step(self, trainer: Trainer, losses: dict[str, float]) -> None:
+        assert self.ema is not None  # set in before_train
+        self.ema.update(trainer.model)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {} if self.ema is None else self.ema.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._pending = state
+
+    def attach(self, model: nn.Module) -> None:
+        """Create the average now (for resume: before ``load_state_dict`` is applied)."""
+        self.ema = ModelEMA(model, self.decay, self.warmup_steps)
+        if getattr(self, "_pending", None):
+            self.ema.load_state_dict(self._pending)
+
+
+@HOOKS.register()
+class FreezeBackboneHook(Hook):
+    """Freezes the backbone for the first ``epochs`` epochs, its norm layers in eval mode."""
+
+    priority = 5
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+        self._trainable: list[nn.Parameter] | None = None
+
+    def before_epoch(self, trainer: Trainer) -> None:
+        backbone = trainer.model.backbone
+        if trainer.epoch < self.epochs:
+            if self._trainable is None:
+                self._trainable = [p for p in backbone.parameters() if p.requires_grad]
+                for p in self._trainable:
+                    p.requires_grad_(False)
+            backbone.eval()  # frozen statistics too: a frozen backbone must not drift
+        elif self._trainable is not None:
+            for p in self._trainable:
+                p.requires_grad_(True)
+            self._trainable = None
+            trainer.log_line(f"epoch {trainer.epoch + 1}: backbone unfrozen")
+
+
+@HOOKS.register()
+class CheckpointHook(Hook):
+    """Writes ``last.pt`` every ``interval`` epochs and at the end, ``best.pt`` on a new best.
+
+    Args:
+        metric: the metric that decides ``best.pt`` (e.g. ``top1``).
+        mode: ``max`` or ``min``.
+    """
+
+    priority = 80
+
+    def __init__(self, interval: int = 1, metric: str = "top1", mode: str = "max") -> None:
+        self.interval, self.metric, self.mode = interval, metric, mode
+        self.best: float | None = None
+
+    def after_eval(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        if self.metric not in metrics:
+            raise KeyError(
+                f"eval.metric is {self.metric!r} but the evaluation gives "
+                f"{', '.join(sorted(metrics))}; set eval.metric to one of them"
+            )
+        value = metrics[self.metric]
+        if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+            self.best = value
+            trainer.save("best.pt")
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        if trainer.epoch % self.interval == 0:
+            trainer.save("last.pt")
+
+    def after_train(self, trainer: Trainer) -> None:
+        if not trainer.failed:
+            trainer.save("last.pt")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state.get("best")
+
+
+@HOOKS.register()
+class EarlyStoppingHook(Hook):
+    """Stops when ``metric`` has not improved for ``patience`` evaluations."""
+
+    priority = 90
+
+    def __init__(self, patience: int, metric: str = "top1", mode: str = "max") -> None:
+        if patience < 1:
+            raise ValueError(f"eval.patience must be at least 1, got {patience}")
+        self.patience, self.metric, self.mode = patience, metric, mode
+        self.best: float | None = None
+        self.bad = 0
+
+    def after_eval(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        value = metrics[self.metric]
+        if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
+            self.best, self.bad = value, 0
+            return
+        self.bad += 1
+        if self.bad >= self.patience:
+            trainer.should_stop = True
+            trainer.log_line(
+                f"early stopping: {self.metric} has not improved on {self.best:.4f} "
+                f"for {self.bad} evaluations"
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "bad": self.bad}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.bad = state.get("best"), int(state.get("bad", 0))
+
+
+@HOOKS.register()
+class LoggerHook(Hook):
+    """Progress bar (loss, LR, it/s, ETA), ``metrics.jsonl`` and TensorBoard events."""
+
+    priority = 70
+    sees_partial_eval = True
+
+    def __init__(self, interval: int = 20, tensorboard: bool = True, progress: bool = True) -> None:
+        self.interval, self.tensorboard, self.progress = interval, tensorboard, progress
+        self.writer = None
+        self.bar = None
+
+    def before_train(self, trainer: Trainer) -> None:
+        if self.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(trainer.run_dir / "tensorboard"))
+
+    def before_epoch(self, trainer: Trainer) -> None:
+        from tqdm import tqdm
+
+        self.start, self.steps_at_start = time.perf_counter(), trainer.step
+        self.bar = tqdm(
+            total=trainer.steps_in_epoch(),
+            initial=trainer.batch_in_epoch,
+            desc=f"epoch {trainer.epoch + 1}/{trainer.epochs}",
+            dynamic_ncols=True,
+            leave=False,
+            mininterval=0.5,
+            disable=not self.progress,
+        )
+
+    def after_step(self, trainer: Trainer, losses: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.update(trainer.batch_in_epoch - self.bar.n)
+        if trainer.step % self.interval and trainer.batch_in_epoch < trainer.steps_in_epoch():
+            return
+        lr = trainer.optimizer.param_groups[0]["lr"]
+        elapsed = time.perf_counter() - self.start
+        rate = (trainer.step - self.steps_at_start) / max(elapsed, 1e-9)
+        record = {"epoch": trainer.epoch + 1, "step": trainer.step, "lr": lr, **losses}
+        self.write(trainer, "train", record)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{lr:.2e}", step_s=f"{rate:.2f}")
+
+    def after_eval(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        self.write(trainer, "val", {"epoch": trainer.epoch, "step": trainer.step, **metrics})
+        keys = ("top1", "top5", "macro_f1", "val_loss")  # the rest is in metrics.jsonl
+        shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
+        trainer.log_line(f"epoch {trainer.epoch}/{trainer.epochs} step {trainer.step}  {shown}")
+
+    def after_epoch(self, trainer: Trainer) -> None:
+        self._close_bar()
+
+    def after_train(self, trainer: Trainer) -> None:
+        self._close_bar()
+        if self.writer is not None:
+            self.writer.close()
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def write(self, trainer: Trainer, phase: str, record: dict[str, Any]) -> None:
+        record = {"phase": phase, **record}
+        with (trainer.run_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if isinstance(value, float) and math.isfinite(value) and key != "epoch":
+                    self.writer.add_scalar(f"{phase}/{key}", value, trainer.step)
