@@ -203,8 +203,8 @@ def apply_overrides(cfg: Config, overrides: Iterable[str]) -> None:
         keys, value, add = parse_override(text)
         node: Any = cfg.data
         for i, key in enumerate(keys[:-1]):
-            if add and isinstance(node, dict) and key not in node:
-                node[key] = {}  # '+' adds the missing parents too
+            if isinstance(node, dict) and key not in node and (add or _is_section(keys[: i + 1])):
+                node[key] = {}  # '+' adds missing parents; so does a schema section (eval.*)
             if not isinstance(node, dict) or key not in node:
                 raise _missing_path(text, keys[: i + 1], node)
             node = node[key]
@@ -222,6 +222,12 @@ def apply_overrides(cfg: Config, overrides: Iterable[str]) -> None:
         node[leaf] = value
         _forget(cfg.origins, ".".join(keys))
         _note(cfg.origins, ".".join(keys), value, COMMAND_LINE)
+
+
+def _is_section(keys: list[str]) -> bool:
+    from cvkit.settings import is_section
+
+    return is_section(keys)
 
 
 def _is_known_key(keys: list[str], parent: dict[str, Any]) -> bool:

@@ -202,3 +202,14 @@ def is_known_key(keys: list[str], parent: dict[str, Any]) -> bool:
 
         return accepts_argument(parent, keys[-2], keys[-1])
     return False
+
+
+def is_section(keys: list[str]) -> bool:
+    """Whether ``keys`` names a section of the schema (``eval``, ``train.ema``)."""
+    cls: Any = RunSettings
+    for key in keys:
+        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+        cls = _dataclass_in(hints.get(key))
+        if cls is None:
+            return False
+    return True

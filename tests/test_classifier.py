@@ -105,3 +105,24 @@ def test_cli_demo_smoke(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert "cvkit demo" in out.stdout and "run folder:" in out.stdout
+
+
+@pytest.mark.slow
+def test_finetune_config_loads_imagenet_weights_and_logs_the_dropped_head(tmp_path):
+    cfg = ROOT / "configs" / "classification" / "efficientnet_lite0_finetune_3e_digits.yaml"
+    out = run_cli(
+        "train",
+        str(cfg),
+        "train.max_steps=2",
+        "data.batch_size=8",
+        "data.train.image_size=32",
+        "data.val.image_size=32",
+        "model.preprocessor.input_size=32",
+        f"run_dir={tmp_path}",
+        "eval.plots=false",
+        "data.num_workers=0",
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "head.fc.weight: checkpoint (1000, 1280) -> model (10, 1280), dropped" in out.stderr
+    assert "head.fc.bias: checkpoint (1000,) -> model (10,), dropped" in out.stderr

@@ -83,6 +83,7 @@ def test_overrides_parse_yaml_values_and_add_with_plus():
     assert cfg.get("train.max_steps") == 4  # a schema key may be set though the file omits it
     assert cfg.get("model.head.dropout") == 0.2  # so may a component's argument
     assert cfg.get("extra.note") == "hi"
+    assert from_dict({"model": {}}, ["eval.plots=false"]).get("eval.plots") is False
     assert cfg.origins["train.epochs"] == "the command line"
 
 

@@ -230,3 +230,18 @@ def test_checkpoint_from_another_model_is_a_clear_error(tmp_path):
 def test_resume_from_a_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="cannot resume"):
         run.train(from_dict(tiny(tmp_path)), resume=tmp_path / "nothing")
+
+
+def test_normalize_in_the_transforms_is_a_clear_error(tmp_path):
+    cfg = tiny(tmp_path, max_steps=1)
+    cfg["data"]["train"]["transforms"] = [{"type": "Normalize"}]
+    with pytest.raises(ValueError, match="remove Normalize"):
+        run.train(from_dict(cfg))
+
+
+def test_reset_head_gives_a_fresh_head_for_a_new_class_count():
+    model = run.build(tiny_model_cfg(), run.MODELS)
+    model.reset_head(7)
+    assert model.num_classes == 7
+    assert model(torch.zeros(2, 3, 16, 16, dtype=torch.uint8)).shape == (2, 7)
+    assert torch.equal(model.head.fc.bias, torch.zeros(7))

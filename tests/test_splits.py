@@ -132,3 +132,16 @@ def test_digits_kfold_val_folds_cover_every_image_once():
     assert len(train) + val_sizes[0] == 1797
     with pytest.raises(ValueError, match="fold=3 is out of range for k=3"):
         DigitsDataset("val", folds=3, fold=3)
+
+
+def test_digits_per_class_and_its_rest_partition_the_split():
+    from cvkit.data.builtin import DigitsDataset
+
+    few = DigitsDataset(split="all", image_size=8, per_class=10, seed=3)
+    rest = DigitsDataset(split="all", image_size=8, per_class=10, per_class_rest=True, seed=3)
+    assert np.bincount(few.labels).tolist() == [10] * 10
+    assert len(few) + len(rest) == 1797
+    pairs = {(img.tobytes(), lbl) for img, lbl in zip(few.images, few.labels)}
+    assert not pairs & {(img.tobytes(), lbl) for img, lbl in zip(rest.images, rest.labels)}
+    with pytest.raises(ValueError, match="per_class_rest needs per_class"):
+        DigitsDataset(per_class_rest=True)

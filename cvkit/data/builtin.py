@@ -26,6 +26,9 @@ class DigitsDataset:
         seed: seed of the split or of the folds.
         folds: stratified k-fold with this many folds instead of the ``val_fraction`` split.
         fold: which fold is ``val`` (``0..folds-1``); ``train`` is the other folds.
+        per_class: keep only this many images of each class (seeded), for few-shot runs.
+        per_class_rest: keep every image *except* those ``per_class`` would keep, so a
+            few-shot run can be scored on the rest with the same seed.
         transforms: an albumentations pipeline applied per sample (``image=`` HWC uint8).
 
     Items: ``(image ndarray[H, W, 3] uint8, label int)``.
@@ -39,6 +42,8 @@ class DigitsDataset:
         seed: int = 0,
         folds: int | None = None,
         fold: int = 0,
+        per_class: int | None = None,
+        per_class_rest: bool = False,
         transforms: list | None = None,
     ) -> None:
         from sklearn.datasets import load_digits
@@ -51,6 +56,10 @@ class DigitsDataset:
         index = select_split(
             labels, split, val_fraction=val_fraction, seed=seed, folds=folds, fold=fold
         )
+        if per_class is not None:
+            index = _per_class(index, labels, per_class, seed, per_class_rest)
+        elif per_class_rest:
+            raise ValueError("DigitsDataset: per_class_rest needs per_class")
         self.images = np.stack([_to_rgb(images[i], image_size) for i in index])
         self.labels = labels[index]
         self.classes = [str(d) for d in range(10)]
@@ -64,6 +73,22 @@ class DigitsDataset:
         if self.transforms is not None:
             image = self.transforms(image=image)["image"]
         return image, int(self.labels[i])
+
+
+def _per_class(index: np.ndarray, labels: np.ndarray, n: int, seed: int, rest: bool) -> np.ndarray:
+    """The first ``n`` of each class in a seeded order (or, with ``rest``, all the others)."""
+    if n < 1:
+        raise ValueError(f"DigitsDataset: per_class must be at least 1, got {n}")
+    rng = np.random.default_rng(seed + 7919)  # its own stream: independent of the split
+    keep = []
+    for c in np.unique(labels[index]):
+        members = rng.permutation(index[labels[index] == c])
+        if len(members) < n:
+            raise ValueError(
+                f"DigitsDataset: class {c} has {len(members)} images, fewer than per_class={n}"
+            )
+        keep.append(members[n:] if rest else members[:n])
+    return np.sort(np.concatenate(keep))
 
 
 def _to_rgb(digit: np.ndarray, size: int) -> np.ndarray:

@@ -35,6 +35,12 @@ def collate_classification(items: Sequence[tuple[np.ndarray, int]]) -> ClsBatch:
             f"images in one batch differ in shape {sorted(shapes)}; add a Resize or "
             "RandomResizedCrop to the data transforms so every image has one size"
         )
+    if items[0][0].dtype != np.uint8:
+        raise ValueError(
+            f"the data transforms produced {items[0][0].dtype} images; cvkit expects uint8 and "
+            "normalises inside the model (model.preprocessor: mean, std), so remove Normalize "
+            "(or ToFloat) from the transforms"
+        )
     images = torch.from_numpy(np.stack([item[0] for item in items])).permute(0, 3, 1, 2)
     labels = torch.tensor([item[1] for item in items], dtype=torch.int64)
     return ClsBatch(images.contiguous(), labels)

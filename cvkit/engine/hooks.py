@@ -114,6 +114,7 @@ class CheckpointHook(Hook):
     def __init__(self, interval: int = 1, metric: str = "top1", mode: str = "max") -> None:
         self.interval, self.metric, self.mode = interval, metric, mode
         self.best: float | None = None
+        self._last_saved: tuple[int, int, int] | None = None
 
     def after_eval(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         if self.metric not in metrics:
@@ -128,11 +129,17 @@ class CheckpointHook(Hook):
 
     def after_epoch(self, trainer: Trainer) -> None:
         if trainer.epoch % self.interval == 0:
-            trainer.save("last.pt")
+            self._save_last(trainer)
 
     def after_train(self, trainer: Trainer) -> None:
         if not trainer.failed:
+            self._save_last(trainer)
+
+    def _save_last(self, trainer: Trainer) -> None:
+        position = (trainer.epoch, trainer.step, trainer.batch_in_epoch)
+        if position != self._last_saved:  # the end of the last epoch is also the end of training
             trainer.save("last.pt")
+            self._last_saved = position
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best}
@@ -211,7 +218,7 @@ class LoggerHook(Hook):
             self.bar.update(trainer.batch_in_epoch - self.bar.n)
         if trainer.step % self.interval and trainer.batch_in_epoch < trainer.steps_in_epoch():
             return
-        lr = trainer.optimizer.param_groups[0]["lr"]
+        lr = max(g["lr"] for g in trainer.optimizer.param_groups)  # the head's, not a backbone's
         elapsed = time.perf_counter() - self.start
         rate = (trainer.step - self.steps_at_start) / max(elapsed, 1e-9)
         record = {"epoch": trainer.epoch + 1, "step": trainer.step, "lr": lr, **losses}

@@ -52,6 +52,10 @@ class ImageClassifier(nn.Module):
     def num_classes(self) -> int:
         return int(self.head.num_classes)
 
+    def reset_head(self, num_classes: int) -> None:
+        """A new, Xavier-initialised head for ``num_classes`` (the backbone is kept)."""
+        self.head.reset_head(num_classes)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Args: images (Tensor[B, 3, H, W] uint8). Returns: logits (Tensor[B, K])."""
         return self.head(self.neck(self.backbone(self.preprocessor(images))))
