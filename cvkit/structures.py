@@ -58,3 +58,74 @@ class ClsPrediction:
     probs: torch.Tensor
     label: int
     score: float
+
+
+# -- detection ---------------------------------------------------------------------------------
+@dataclass
+class DetTarget:
+    """One image's ground truth for detection.
+
+    Attributes:
+        boxes: ``Tensor[N, 4]`` float32, ``xyxy`` in absolute pixels of the image as batched
+            (after augmentation and resizing).
+        labels: ``Tensor[N]`` int64; 0 is the first foreground class (there is no background
+            label: ``num_classes`` counts foreground classes only).
+        iscrowd: ``Tensor[N]`` bool; crowd regions are ignored in matching, never positives.
+        image_id: the dataset's image id (COCO's, for results files).
+        orig_size: ``(height, width)`` of the image file, to rescale predictions.
+    """
+
+    boxes: torch.Tensor
+    labels: torch.Tensor
+    iscrowd: torch.Tensor
+    image_id: int
+    orig_size: tuple[int, int]
+
+    def to(self, device: torch.device | str) -> DetTarget:
+        return DetTarget(
+            self.boxes.to(device),
+            self.labels.to(device),
+            self.iscrowd.to(device),
+            self.image_id,
+            self.orig_size,
+        )
+
+
+@dataclass
+class DetBatch:
+    """A batch for detection.
+
+    Attributes:
+        images: ``Tensor[B, 3, H, W]`` uint8 RGB, zero-padded at the bottom and right to the
+            largest image of the batch (the model pads further to its stride).
+        image_sizes: ``(h, w)`` of each image before padding.
+        targets: one ``DetTarget`` per image, or ``None`` when predicting.
+    """
+
+    images: torch.Tensor
+    image_sizes: list[tuple[int, int]]
+    targets: list[DetTarget] | None = None
+
+    def to(self, device: torch.device | str) -> DetBatch:
+        targets = None if self.targets is None else [t.to(device) for t in self.targets]
+        return DetBatch(self.images.to(device, non_blocking=True), self.image_sizes, targets)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+@dataclass
+class DetPrediction:
+    """One image's detections, in the pixels of the original image file.
+
+    Attributes:
+        boxes: ``Tensor[K, 4]`` float32 ``xyxy``.
+        scores: ``Tensor[K]`` float32, sorted high to low.
+        labels: ``Tensor[K]`` int64 (0 = first foreground class).
+        image_id: the dataset's image id.
+    """
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+    image_id: int
