@@ -79,7 +79,7 @@ class EvalSettings:
     """``eval:``: evaluation during training."""
 
     interval: int = 1  # evaluate every N epochs (and after the last)
-    metric: str = "top1"  # what best.pt and early stopping follow
+    metric: str | None = None  # what best.pt and early stopping follow; None: top1 or AP
     mode: Literal["max", "min"] = "max"
     patience: int | None = None  # stop after this many evaluations without improvement
     plots: bool = True  # confusion matrix PNG after the final evaluation

@@ -156,7 +156,7 @@ def _check_tuple(value: Any, args: tuple) -> tuple:
         return tuple(_check(v, args[0]) for v in items)
     if len(args) != len(items):
         raise _Mismatch
-    return tuple(_check(v, a) for v, a in zip(args, items))
+    return tuple(_check(v, a) for v, a in zip(items, args))
 
 
 def _require(value: Any, ok: bool) -> Any:

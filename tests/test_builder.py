@@ -166,3 +166,16 @@ def test_fresh_registry_components_build_too():
 
     assert reg.build({"type": "Widget", "size": 3}).size == 3
     assert BACKBONES.get("TimmBackbone")  # the global registries are untouched
+
+
+def test_fixed_length_tuple_values_are_checked_in_place():
+    from cvkit.typecheck import check_value
+
+    assert check_value([10, 10, 5, 5], tuple[float, float, float, float], "w") == (
+        10.0,
+        10.0,
+        5.0,
+        5.0,
+    )
+    with pytest.raises(ValueTypeError):
+        check_value([1, "x"], tuple[int, int], "w")

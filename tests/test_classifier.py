@@ -101,10 +101,22 @@ def test_cli_train_shipped_config_smoke(tmp_path):
 @pytest.mark.slow
 def test_cli_demo_smoke(tmp_path):
     out = run_cli(
-        "demo", "train.epochs=1", "train.max_steps=2", f"run_dir={tmp_path}", cwd=tmp_path
+        "demo",
+        "train.epochs=1",
+        "train.max_steps=2",
+        "data.train.num_images=16",
+        "data.val.num_images=8",
+        "data.num_workers=0",
+        f"run_dir={tmp_path}",
+        cwd=tmp_path,
+        env={"CVKIT_CACHE": str(tmp_path / "cache")},
     )
     assert out.returncode == 0, out.stderr
     assert "cvkit demo" in out.stdout and "run folder:" in out.stdout
+    assert "AP50" in out.stdout
+    run = tmp_path / "demo_shapes"
+    assert (run / "predictions.png").stat().st_size > 1000
+    assert (run / "results.json").is_file() and (run / "eval.json").is_file()
 
 
 @pytest.mark.slow

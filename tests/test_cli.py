@@ -70,3 +70,9 @@ def test_every_shipped_config_resolves():
     for path in configs:
         out = run_cli("config", "print", str(path))
         assert out.returncode == 0, f"{path}: {out.stderr}"
+
+
+def test_the_packaged_demo_config_is_the_shipped_one():
+    packaged = ROOT / "cvkit" / "presets" / "demo_shapes.yaml"
+    shipped = ROOT / "configs" / "detection" / "retinanet_effl0_fpn_5e_shapes.yaml"
+    assert packaged.read_text() == shipped.read_text()

@@ -7,6 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cvkit.evaluation.classification import ClassificationEvaluator
+from cvkit.evaluation.coco_map import CocoResult, detections_to_coco, evaluate_coco
 
 
 @torch.no_grad()
@@ -31,3 +32,32 @@ def evaluate_classifier(
     if count == 0:
         raise ValueError("the evaluation data are empty")
     return {**evaluator.compute(), "val_loss": loss_sum / count}, evaluator
+
+
+@torch.no_grad()
+def evaluate_detector(
+    model: nn.Module, loader: DataLoader, device: torch.device
+) -> tuple[dict[str, float], CocoResult, list[dict]]:
+    """COCO bbox mAP of a detector over a COCO-format dataset.
+
+    The dataset (``loader.dataset.dataset``) must expose ``coco`` (the pycocotools ``COCO``
+    of its annotation file) and ``cat_ids`` (label -> category id).
+
+    Returns:
+        ``(metrics, coco_result, results)``: the 12 stats plus ``val_loss``, the per-class
+        table, and the COCO results list (xywh, the dataset's category ids).
+    """
+    dataset = loader.dataset.dataset
+    predictions, loss_sum, count = [], 0.0, 0
+    loader.sampler.set_epoch(0)
+    for batch in loader:
+        batch = batch.to(device)
+        losses = model.loss(batch)
+        loss_sum += float(sum(losses.values())) * len(batch)
+        count += len(batch)
+        predictions += model.predict(batch)
+    if count == 0:
+        raise ValueError("the evaluation data are empty")
+    results = detections_to_coco(predictions, dataset.cat_ids)
+    coco = evaluate_coco(dataset.coco, results)
+    return {**coco.stats, "val_loss": loss_sum / count}, coco, results

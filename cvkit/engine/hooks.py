@@ -228,7 +228,7 @@ class LoggerHook(Hook):
 
     def after_eval(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         self.write(trainer, "val", {"epoch": trainer.epoch, "step": trainer.step, **metrics})
-        keys = ("top1", "top5", "macro_f1", "val_loss")  # the rest is in metrics.jsonl
+        keys = ("top1", "top5", "macro_f1", "AP", "AP50", "val_loss")  # the rest: metrics.jsonl
         shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
         trainer.log_line(f"epoch {trainer.epoch}/{trainer.epochs} step {trainer.step}  {shown}")
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -19,8 +20,8 @@ from cvkit.config import Config
 from cvkit.data.loader import build_loader
 from cvkit.engine import hooks as H
 from cvkit.engine.checkpoint import load_checkpoint, save_checkpoint
-from cvkit.engine.evaluate import evaluate_classifier
 from cvkit.engine.optim import build_optimizer
+from cvkit.engine.tasks import spec_for
 from cvkit.engine.trainer import Trainer
 from cvkit.engine.weights import inference_weights, load_model_weights
 from cvkit.errors import ConfigError
@@ -172,24 +173,29 @@ def train(cfg: Config, resume: str | os.PathLike | None = None) -> RunResult:
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
     device = pick_device(tcfg.device)
     model.to(device)
-    loaders = _loaders(settings, datasets, device)
-    trainer = _trainer(settings, cfg, model, loaders, run_dir, device, classes)
+    task = spec_for(model)
+    loaders = _loaders(settings, datasets, device, task.collate)
+    trainer = _trainer(settings, cfg, model, loaders, run_dir, device, classes, task)
     if state is not None:
         trainer.load_state_dict(state)
         trainer.log_line(f"resumed {run_dir} at epoch {trainer.epoch + 1}, step {trainer.step}")
     metrics = trainer.run()
     if "val" in loaders and settings.eval.plots:
-        _write_report(trainer.eval_model, loaders["val"], device, classes, run_dir)
+        trainer.eval_model.eval()
+        task.report(trainer.eval_model, loaders["val"], device, classes, run_dir)
     return RunResult(run_dir, metrics)
 
 
-def _loaders(settings: RunSettings, datasets: dict[str, Any], device: torch.device) -> dict:
+def _loaders(
+    settings: RunSettings, datasets: dict[str, Any], device: torch.device, collate: Any
+) -> dict:
     data, seed = settings.data, settings.train.seed
     common = {
         "num_workers": data.num_workers,
         "prefetch_factor": data.prefetch_factor,
         "pin_memory": data.pin_memory and device.type == "cuda",
         "seed": seed,
+        "collate_fn": collate,
     }
     loaders = {"train": build_loader(datasets["train"], data.batch_size, shuffle=True, **common)}
     if "val" in datasets:
@@ -199,7 +205,7 @@ def _loaders(settings: RunSettings, datasets: dict[str, Any], device: torch.devi
     return loaders
 
 
-def _trainer(settings, cfg, model, loaders, run_dir, device, classes) -> Trainer:
+def _trainer(settings, cfg, model, loaders, run_dir, device, classes, task) -> Trainer:
     tcfg, ecfg = settings.train, settings.eval
     optimizer = build_optimizer(tcfg.optimizer, model, tcfg.param_groups, describe=cfg.describe)
     steps_per_epoch = -(-len(loaders["train"]) // tcfg.accumulate)
@@ -214,14 +220,15 @@ def _trainer(settings, cfg, model, loaders, run_dir, device, classes) -> Trainer
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     hooks: list[H.Hook] = [
         H.LoggerHook(tcfg.log_interval, tcfg.tensorboard),
-        H.CheckpointHook(tcfg.checkpoint_interval, ecfg.metric, ecfg.mode),
+        H.CheckpointHook(tcfg.checkpoint_interval, ecfg.metric or task.default_metric, ecfg.mode),
     ]
     if tcfg.freeze_backbone_epochs:
         hooks.append(H.FreezeBackboneHook(tcfg.freeze_backbone_epochs))
     if tcfg.ema is not None:
         hooks.append(H.EMAHook(tcfg.ema.decay, tcfg.ema.warmup_steps))
     if ecfg.patience is not None:
-        hooks.append(H.EarlyStoppingHook(ecfg.patience, ecfg.metric, ecfg.mode))
+        metric = ecfg.metric or task.default_metric
+        hooks.append(H.EarlyStoppingHook(ecfg.patience, metric, ecfg.mode))
     hooks += [
         build(h, HOOKS, path=f"train.hooks[{i}]", describe=cfg.describe)
         for i, h in enumerate(tcfg.hooks)
@@ -230,7 +237,7 @@ def _trainer(settings, cfg, model, loaders, run_dir, device, classes) -> Trainer
     if "val" in loaders:
 
         def evaluate(m: nn.Module) -> dict[str, float]:
-            return evaluate_classifier(m, loaders["val"], device)[0]
+            return task.evaluate(m, loaders["val"], device)
 
     amp = _amp_dtype(tcfg.amp, device)
     return Trainer(
@@ -248,8 +255,19 @@ def _trainer(settings, cfg, model, loaders, run_dir, device, classes) -> Trainer
         hooks=hooks,
         evaluate=evaluate,
         eval_interval=settings.eval.interval,
-        extra_state={"classes": classes, "config": cfg.to_yaml(), "cvkit_version": __version__},
+        extra_state={
+            "classes": classes,
+            "config": cfg.to_yaml(),
+            "cvkit_version": __version__,
+            "cat_ids": _cat_ids(loaders["train"]),
+        },
     )
+
+
+def _cat_ids(loader) -> list[int] | None:
+    """The dataset's category ids (label -> id), saved so results files use them."""
+    ids = getattr(loader.dataset.dataset, "cat_ids", None)
+    return None if ids is None else [int(i) for i in ids]
 
 
 def _amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
@@ -258,19 +276,6 @@ def _amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
     if amp is True:
         return torch.float16 if device.type == "cuda" else torch.bfloat16
     return AMP_DTYPES[amp]
-
-
-def _write_report(model, loader, device, classes, out_dir: Path) -> dict[str, Any]:
-    """The final evaluation's per-class table, JSON and confusion-matrix PNG."""
-    from cvkit.visualize import plot_confusion_matrix
-
-    model.eval()
-    metrics, evaluator = evaluate_classifier(model, loader, device)
-    report = {**evaluator.to_json_dict(classes), "metrics": metrics}  # metrics has val_loss
-    (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
-    plot_confusion_matrix(evaluator.confusion, classes, out_dir / "confusion_matrix.png")
-    print(evaluator.summary_table(classes))
-    return report
 
 
 def evaluate(
@@ -290,21 +295,29 @@ def evaluate(
     classes = check_classes(model, datasets, cfg)
     device = pick_device(settings.train.device)
     model.to(device)
+    task = spec_for(model)
     loader = build_loader(
         datasets[split],
         settings.data.val_batch_size or settings.data.batch_size,
         shuffle=False,
         num_workers=settings.data.num_workers,
+        collate_fn=task.collate,
     )
     out = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval_{split}"
     out.mkdir(parents=True, exist_ok=True)
-    return _write_report(model, loader, device, classes, out)
+    model.eval()
+    return task.report(model, loader, device, classes, out)
 
 
 def predict(
-    cfg: Config, checkpoint: str | os.PathLike, images: list[str], topk: int = 5
+    cfg: Config,
+    checkpoint: str | os.PathLike,
+    images: list[str],
+    topk: int = 5,
+    out_dir: str | os.PathLike | None = None,
 ) -> list[dict[str, Any]]:
-    """Top-k classes with probabilities for each image file."""
+    """Classifier: top-k classes with probabilities per image. Detector: the detections per
+    image (and, with ``out_dir``, a COCO results JSON and each image with its boxes drawn)."""
     from cvkit.data.image_io import read_image
     from cvkit.structures import ClsBatch
 
@@ -314,6 +327,8 @@ def predict(
     load_model_weights(model, inference_weights(state), Path(checkpoint))
     classes = list(state.get("classes") or []) or [str(i) for i in range(model.num_classes)]
     model.eval()
+    if getattr(model, "task", "") == "detection":
+        return _predict_detection(model, state, settings, cfg, classes, images, out_dir)
     results = []
     for path in images:
         image = torch.from_numpy(read_image(path)).permute(2, 0, 1)[None].contiguous()
@@ -341,3 +356,73 @@ def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Pat
         "cvkit_version": __version__,
     }
     return save_checkpoint(slim, out)
+
+
+def _predict_detection(model, state, settings, cfg, classes, images, out_dir) -> list[dict]:
+    """Detections in each file's own pixels; the val transforms (resizing) are applied first."""
+    from cvkit.data.image_io import read_image
+    from cvkit.data.transforms import compose
+    from cvkit.draw import draw_detections
+    from cvkit.registry import TRANSFORMS
+    from cvkit.structures import DetBatch, DetTarget
+
+    val = settings.data.val or {}
+    pipeline = compose(
+        [
+            build(t, TRANSFORMS, path="data.val.transforms", describe=cfg.describe)
+            for t in val.get("transforms", [])
+        ]
+    )
+    cat_ids = state.get("cat_ids") or list(range(1, len(classes) + 1))
+    out = Path(out_dir) if out_dir else None
+    results, coco = [], []
+    for image_id, path in enumerate(images, 1):
+        image = read_image(path)
+        x = pipeline(image=image)["image"] if pipeline else image
+        empty = DetTarget(
+            torch.zeros(0, 4),
+            torch.zeros(0, dtype=torch.int64),
+            torch.zeros(0, dtype=torch.bool),
+            image_id,
+            image.shape[:2],
+        )
+        batch = DetBatch(
+            torch.from_numpy(x).permute(2, 0, 1)[None].contiguous(), [x.shape[:2]], [empty]
+        )
+        pred = model.predict(batch)[0]
+        dets = [
+            {
+                "class": classes[int(lbl)],
+                "category_id": int(cat_ids[int(lbl)]),
+                "bbox_xyxy": [round(v, 2) for v in box],
+                "score": round(float(sc), 4),
+            }
+            for box, sc, lbl in zip(pred.boxes.tolist(), pred.scores, pred.labels)
+        ]
+        results.append({"image": str(path), "image_id": image_id, "detections": dets})
+        coco += [
+            {
+                "image_id": image_id,
+                "category_id": d["category_id"],
+                "score": d["score"],
+                "bbox": [
+                    d["bbox_xyxy"][0],
+                    d["bbox_xyxy"][1],
+                    d["bbox_xyxy"][2] - d["bbox_xyxy"][0],
+                    d["bbox_xyxy"][3] - d["bbox_xyxy"][1],
+                ],
+            }
+            for d in dets
+        ]
+        if out is not None:
+            drawn = draw_detections(
+                image, pred.boxes.numpy(), pred.labels.tolist(), pred.scores.tolist(), classes
+            )
+            out.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(out / f"{Path(path).stem}.png"), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+    if out is not None:
+        (out / "results.json").write_text(json.dumps(coco))
+        (out / "images.json").write_text(
+            json.dumps([{"id": r["image_id"], "file_name": r["image"]} for r in results], indent=1)
+        )
+    return results

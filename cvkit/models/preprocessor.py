@@ -23,6 +23,11 @@ class Preprocessor(nn.Module):
         std: per-channel standard deviation, on the 0..1 scale.
         input_size: if set, images of another size are resized (bilinear, antialiased) to
             this square size, so prediction on any image matches training.
+        size_divisor: pad the batch (with zeros, after normalising) so height and width are
+            multiples of this: a detector's coarsest stride.
+        pad_to: pad every batch to this square size instead. On CPU, oneDNN prepares its
+            kernels for each new input shape (seconds for a detector's backward pass), so
+            batches of varying size are far slower than one fixed size.
 
     Shapes: ``Tensor[B, C, H, W]`` uint8 (or float on 0..255) -> ``Tensor[B, C, H, W]`` float.
     """
@@ -32,6 +37,8 @@ class Preprocessor(nn.Module):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         input_size: int | None = None,
+        size_divisor: int = 1,
+        pad_to: int | None = None,
     ) -> None:
         super().__init__()
         if len(mean) != len(std):
@@ -42,12 +49,22 @@ class Preprocessor(nn.Module):
             raise ValueError(f"std values must be positive, got {tuple(std)}")
         if input_size is not None and input_size < 1:
             raise ValueError(f"input_size must be positive, got {input_size}")
+        if size_divisor < 1:
+            raise ValueError(f"size_divisor must be positive, got {size_divisor}")
+        if pad_to is not None and pad_to % size_divisor:
+            raise ValueError(f"pad_to={pad_to} must be a multiple of size_divisor={size_divisor}")
         self.input_size = input_size
+        self.pad_to = pad_to
+        self.size_divisor = size_divisor
         # buffers: they follow .to(device) and are saved in the state dict
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, image_sizes: list[tuple[int, int]] | None = None
+    ) -> torch.Tensor:
+        """Args: images (Tensor[B, C, H, W] uint8); image_sizes: each image's (h, w) before
+        the batch's padding, whose pixels are set to 0 after normalising (as if padded then)."""
         if images.shape[1] != self.mean.shape[1]:
             raise ValueError(
                 f"images have {images.shape[1]} channels; the preprocessor expects "
@@ -59,4 +76,22 @@ class Preprocessor(nn.Module):
             x = F.interpolate(
                 x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
             )
+        if image_sizes is not None:
+            for i, (h, w) in enumerate(image_sizes):
+                x[i, :, h:, :] = 0
+                x[i, :, :, w:] = 0
+        pad_h, pad_w = self._padding(x.shape[-2], x.shape[-1])
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
         return x
+
+    def _padding(self, h: int, w: int) -> tuple[int, int]:
+        if self.pad_to is None:
+            d = self.size_divisor
+            return -h % d, -w % d
+        if h > self.pad_to or w > self.pad_to:
+            raise ValueError(
+                f"a batch of {h}x{w} images does not fit pad_to={self.pad_to}; raise "
+                "model.preprocessor.pad_to or resize the images in the data transforms"
+            )
+        return self.pad_to - h, self.pad_to - w

@@ -1,0 +1,81 @@
+"""RetinaNet head: two conv towers shared across pyramid levels."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from cvkit.registry import HEADS
+
+
+def flatten_level(x: torch.Tensor, per_anchor: int) -> torch.Tensor:
+    """``[B, A*C, H, W]`` -> ``[B, H*W*A, C]``: location-major (y, then x), then anchor.
+
+    This is the anchor generator's order, so row ``i`` of a level's output belongs to
+    anchor ``i`` of that level.
+    """
+    b, _, h, w = x.shape
+    return x.view(b, -1, per_anchor, h, w).permute(0, 3, 4, 1, 2).reshape(b, -1, per_anchor)
+
+
+@HEADS.register()
+class RetinaHead(nn.Module):
+    """Class logits and box deltas for every anchor of every level.
+
+    Args:
+        in_channels: channels of every pyramid level (wired from the neck).
+        num_classes: foreground classes ``K`` (no background class: sigmoid per class).
+        num_anchors: anchors per location ``A`` (the detector checks it against its anchor
+            generator).
+        num_convs: 3x3 conv + ReLU layers in each tower.
+        feat_channels: channels inside the towers.
+        prior_prob: initial foreground probability, so the focal loss starts stable.
+
+    Shapes: ``[Tensor[B, C, H_l, W_l]]`` -> ``([Tensor[B, H_l*W_l*A, K]], [Tensor[B, H_l*W_l*A,
+    4]])``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        num_anchors: int = 9,
+        num_convs: int = 4,
+        feat_channels: int = 256,
+        prior_prob: float = 0.01,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"RetinaHead: num_classes must be at least 1, got {num_classes}")
+        if not 0.0 < prior_prob < 1.0:
+            raise ValueError(f"RetinaHead: prior_prob must be in (0, 1), got {prior_prob}")
+        self.num_classes, self.num_anchors = num_classes, num_anchors
+        self.cls_tower = _tower(in_channels, feat_channels, num_convs)
+        self.box_tower = _tower(in_channels, feat_channels, num_convs)
+        self.cls_logits = nn.Conv2d(feat_channels, num_anchors * num_classes, 3, padding=1)
+        self.box_deltas = nn.Conv2d(feat_channels, num_anchors * 4, 3, padding=1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+        # every anchor starts as background with probability 1 - prior_prob (the paper, §4.1)
+        nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
+
+    def forward(self, feats: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        logits = [
+            flatten_level(self.cls_logits(self.cls_tower(f)), self.num_classes) for f in feats
+        ]
+        deltas = [flatten_level(self.box_deltas(self.box_tower(f)), 4) for f in feats]
+        return logits, deltas
+
+
+def _tower(in_channels: int, channels: int, depth: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [
+            nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+        ]
+    return nn.Sequential(*layers)

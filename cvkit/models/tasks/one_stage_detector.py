@@ -1,0 +1,159 @@
+"""One-stage anchor-based detector (RetinaNet): backbone -> FPN -> dense head."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cvkit.models.losses.detection import FocalLoss, SmoothL1Loss
+from cvkit.models.preprocessor import Preprocessor
+from cvkit.ops.boxes import batched_nms, box_iou, clip_boxes
+from cvkit.registry import MODELS
+from cvkit.structures import DetBatch, DetPrediction, DetTarget
+
+BACKGROUND, IGNORE = -1, -2  # the matcher's codes
+
+
+@MODELS.register()
+class OneStageDetector(nn.Module):
+    """A dense detector composed of built parts.
+
+    Args:
+        backbone: returns ``list[Tensor]`` and has ``feature_info``.
+        neck: e.g. ``FPN``; its ``feature_info`` gives the strides the anchors use.
+        head: returns per-level ``(cls_logits [B, HWA, K], box_deltas [B, HWA, 4])``.
+        anchor_generator: anchors per level, in the head's order.
+        box_coder: encodes matched boxes as deltas and decodes predictions.
+        matcher: IoU matrix -> matched gt index, ``-1`` background, ``-2`` ignore.
+        cls_loss: on logits vs one-hot targets, summed (default ``FocalLoss()``).
+        box_loss: on deltas (``SmoothL1Loss``) or decoded boxes (``IoULoss``), summed.
+        preprocessor: normalises and pads to the coarsest stride.
+        score_threshold, topk_candidates, nms_threshold, max_detections: prediction.
+
+    Both losses are divided by the number of positive anchors in the batch (at least 1).
+    """
+
+    task = "detection"
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        neck: nn.Module,
+        head: nn.Module,
+        anchor_generator: object,
+        box_coder: object,
+        matcher: object,
+        cls_loss: nn.Module | None = None,
+        box_loss: nn.Module | None = None,
+        preprocessor: Preprocessor | None = None,
+        score_threshold: float = 0.05,
+        topk_candidates: int = 1000,
+        nms_threshold: float = 0.5,
+        max_detections: int = 100,
+    ) -> None:
+        super().__init__()
+        self.backbone, self.neck, self.head = backbone, neck, head
+        self.anchor_generator, self.box_coder, self.matcher = anchor_generator, box_coder, matcher
+        self.cls_loss = cls_loss or FocalLoss()
+        self.box_loss = box_loss or SmoothL1Loss()
+        self.strides = [f.stride for f in neck.feature_info]
+        self.preprocessor = preprocessor or Preprocessor(size_divisor=max(self.strides))
+        per_location = set(anchor_generator.num_anchors_per_location())
+        if per_location != {head.num_anchors}:
+            raise ValueError(
+                f"the head predicts {head.num_anchors} anchors per location but the anchor "
+                f"generator makes {sorted(per_location)}; set model.head.num_anchors to match "
+                "(sizes x scales x aspect_ratios)"
+            )
+        self.score_threshold, self.topk_candidates = score_threshold, topk_candidates
+        self.nms_threshold, self.max_detections = nms_threshold, max_detections
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.head.num_classes)
+
+    def forward(self, images: torch.Tensor, image_sizes=None):
+        """Raw head outputs: per level ``(cls_logits [B, HWA, K], box_deltas [B, HWA, 4])``."""
+        x = self.preprocessor(images, image_sizes)
+        feats = self.neck(self.backbone(x))
+        return self.head(feats), [tuple(f.shape[-2:]) for f in feats]
+
+    def anchors(self, feature_sizes: list, like: torch.Tensor) -> torch.Tensor:
+        """All anchors, levels concatenated: ``Tensor[sum(H*W*A), 4]``."""
+        per_level = self.anchor_generator(feature_sizes, self.strides, like.device, like.dtype)
+        return torch.cat(per_level)
+
+    def loss(self, batch: DetBatch) -> dict[str, torch.Tensor]:
+        """``{"loss_cls", "loss_box"}``; needs ``batch.targets``."""
+        if batch.targets is None:
+            raise ValueError("OneStageDetector.loss needs targets; this batch has none")
+        (logits, deltas), sizes = self(batch.images, batch.image_sizes)
+        logits, deltas = torch.cat(logits, 1), torch.cat(deltas, 1)
+        anchors = self.anchors(sizes, deltas)
+        cls_terms, box_terms, num_pos = [], [], 0
+        for i, target in enumerate(batch.targets):
+            matched = self.match(target, anchors)
+            valid = matched != IGNORE
+            pos = matched >= 0
+            onehot = torch.zeros_like(logits[i])
+            onehot[pos, target.labels[matched[pos]]] = 1.0
+            cls_terms.append(self.cls_loss(logits[i][valid], onehot[valid]))
+            box_terms.append(
+                self._box_loss(deltas[i][pos], target.boxes[matched[pos]], anchors[pos])
+            )
+            num_pos += int(pos.sum())
+        norm = max(1.0, float(num_pos))
+        return {"loss_cls": sum(cls_terms) / norm, "loss_box": sum(box_terms) / norm}
+
+    def match(self, target: DetTarget, anchors: torch.Tensor) -> torch.Tensor:
+        """Anchor -> matched gt index, ``-1`` background, ``-2`` ignore: ``Tensor[A]``."""
+        if target.boxes.numel() == 0:
+            return torch.full(
+                (anchors.shape[0],), BACKGROUND, dtype=torch.int64, device=anchors.device
+            )
+        return self.matcher(box_iou(target.boxes, anchors), target.iscrowd)
+
+    def _box_loss(self, deltas: torch.Tensor, gt: torch.Tensor, anchors: torch.Tensor):
+        if getattr(self.box_loss, "uses_boxes", False):
+            return self.box_loss(self.box_coder.decode(deltas, anchors), gt)
+        return self.box_loss(deltas, self.box_coder.encode(gt, anchors))
+
+    @torch.no_grad()
+    def predict(self, batch: DetBatch) -> list[DetPrediction]:
+        """Detections per image, in the pixels of the original image files."""
+        (logits, deltas), sizes = self(batch.images, batch.image_sizes)
+        per_level = self.anchor_generator(sizes, self.strides, deltas[0].device, deltas[0].dtype)
+        out = []
+        for i, (h, w) in enumerate(batch.image_sizes):
+            boxes, scores, labels = self._candidates(
+                [lv[i] for lv in logits], [lv[i] for lv in deltas], per_level, (h, w)
+            )
+            keep = batched_nms(boxes, scores, labels, self.nms_threshold)[: self.max_detections]
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            target = None if batch.targets is None else batch.targets[i]
+            out.append(self._to_original(boxes, scores, labels, (h, w), target))
+        return out
+
+    def _candidates(self, logits, deltas, anchors, size):
+        """Per level: scores above threshold, the top-k of them, decoded and clipped."""
+        boxes, scores, labels = [], [], []
+        k = self.num_classes
+        for lg, dl, an in zip(logits, deltas, anchors):
+            s = lg.sigmoid().flatten()
+            keep = torch.nonzero(s > self.score_threshold).squeeze(1)
+            if keep.numel() > self.topk_candidates:
+                keep = keep[s[keep].topk(self.topk_candidates).indices]
+            idx = keep // k
+            boxes.append(clip_boxes(self.box_coder.decode(dl[idx], an[idx]), size))
+            scores.append(s[keep])
+            labels.append(keep % k)
+        return torch.cat(boxes), torch.cat(scores), torch.cat(labels)
+
+    @staticmethod
+    def _to_original(boxes, scores, labels, size, target: DetTarget | None) -> DetPrediction:
+        image_id, scale = -1, (1.0, 1.0)
+        if target is not None:
+            image_id = target.image_id
+            scale = (target.orig_size[0] / size[0], target.orig_size[1] / size[1])
+        factor = boxes.new_tensor([scale[1], scale[0], scale[1], scale[0]])
+        return DetPrediction(boxes * factor, scores, labels, image_id)
