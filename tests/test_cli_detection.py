@@ -1,0 +1,82 @@
+"""Detection through the command line: train, eval, predict, on a tiny shapes dataset."""
+
+import json
+
+import pytest
+
+from tests.conftest import run_cli
+
+CONFIG = """
+model:
+  type: RetinaNet
+  backbone: {type: TinyNet, width: 8, out_indices: [1, 2, 3]}
+  neck: {type: FPN, out_channels: 16, extra_levels: 0}
+  head: {type: RetinaHead, num_classes: 3, num_convs: 1, feat_channels: 16}
+  anchor_generator: {type: AnchorGenerator, sizes: [[12], [24], [48]], scales: [1.0, 1.26, 1.587]}
+  preprocessor: {type: Preprocessor, size_divisor: 16, pad_to: 160}
+data:
+  train: {type: ShapesDataset, split: train, num_images: 16, image_size: 128}
+  val: {type: ShapesDataset, split: val, num_images: 8, image_size: 128}
+  batch_size: 4
+  num_workers: 0
+train: {epochs: 1, max_steps: 3, optimizer: {type: AdamW, lr: 1.0e-3}, tensorboard: false}
+run_dir: runs
+name: det
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("det")
+    (folder / "c.yaml").write_text(CONFIG)
+    env = {"CVKIT_CACHE": str(folder / "cache")}
+    out = run_cli("train", "c.yaml", cwd=folder, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "AP50" in out.stdout
+    return folder, env
+
+
+def test_train_writes_coco_results_and_a_picture(trained):
+    folder, _ = trained
+    run = folder / "runs" / "det"
+    report = json.loads((run / "eval.json").read_text())
+    assert set(report["per_class"]) == {"circle", "square", "triangle"}
+    assert 0.0 <= report["metrics"]["AP"] <= 1.0
+    results = json.loads((run / "results.json").read_text())
+    assert all(r["category_id"] in (1, 2, 3) and len(r["bbox"]) == 4 for r in results)
+    assert (run / "predictions.png").stat().st_size > 1000
+
+
+def test_eval_and_predict_with_the_checkpoint(trained):
+    folder, env = trained
+    out = run_cli(
+        "eval", "c.yaml", "--checkpoint", "runs/det/last.pt", "--out", "ev", cwd=folder, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert "AP" in out.stdout and (folder / "ev" / "results.json").is_file()
+    image = next((folder / "cache").rglob("*.png"))
+    out = run_cli(
+        "predict",
+        "c.yaml",
+        str(image),
+        "--checkpoint",
+        "runs/det/last.pt",
+        "--out",
+        "pred",
+        "--json",
+        cwd=folder,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)[0]
+    assert result["image_id"] == 1 and isinstance(result["detections"], list)
+    assert (folder / "pred" / f"{image.stem}.png").is_file()
+    coco = json.loads((folder / "pred" / "results.json").read_text())
+    assert len(coco) == len(result["detections"])
+
+
+def test_a_class_count_that_disagrees_with_the_file_gives_both_numbers(trained):
+    folder, env = trained
+    out = run_cli("train", "c.yaml", "model.head.num_classes=5", cwd=folder, env=env)
+    assert out.returncode == 2
+    assert "num_classes=5 but data.train has 3 classes" in out.stderr
