@@ -318,14 +318,9 @@ def _unknown_argument(cls: Any, key: str, params: dict, where: str) -> UnknownAr
 
 
 def _with_file(err: ConfigError, path: str, describe: Describe | None) -> ConfigError:
-    if getattr(err, "file_noted", False):
-        return err  # the deepest level, nearest the mistake, already said which file
-    origin = describe(err.where.split(" ")[0] or path) if describe else None
-    if origin:
-        err.hints.append(f"in {origin}")
-        err.args = (err.message,)
-        err.file_noted = True  # type: ignore[attr-defined]
-    return err
+    if getattr(err, "file_noted", False) or describe is None:
+        return err
+    return err.note_origin(describe(err.where.split(" ")[0] or path))
 
 
 def _name(cls: Any) -> str:

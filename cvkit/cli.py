@@ -252,7 +252,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import json
 
     from cvkit.config import load_config
-    from cvkit.engine.run import predict
+    from cvkit.engine.predict import predict
 
     results = predict(load_config(args.config), args.checkpoint, args.images, args.topk, args.out)
     if args.json:
@@ -271,7 +271,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from cvkit.engine.run import export_weights
+    from cvkit.engine.predict import export_weights
 
     print(f"wrote {export_weights(args.checkpoint, args.out)}")
     return 0

@@ -42,6 +42,15 @@ class ConfigError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def note_origin(self, origin: str | None) -> ConfigError:
+        """Add ``in <file> (_base_ chain ...)`` once: the first caller, nearest the mistake,
+        names the file; outer levels of a nested config leave it as it is."""
+        if origin and not getattr(self, "file_noted", False):
+            self.hints.append(f"in {origin}")
+            self.args = (self.message,)
+            self.file_noted = True
+        return self
+
     def at(self, where: str) -> ConfigError:
         """Return the same error with ``where`` filled in (kept if already set)."""
         if not self.where:

@@ -174,12 +174,7 @@ def _required(f: dataclasses.Field) -> bool:
 
 
 def _noted(err: ConfigError, cfg: Config, path: str) -> ConfigError:
-    origin = cfg.describe(path)
-    if origin and not getattr(err, "file_noted", False):
-        err.hints.append(f"in {origin}")
-        err.args = (err.message,)
-        err.file_noted = True  # type: ignore[attr-defined]
-    return err
+    return err.note_origin(cfg.describe(path))
 
 
 def is_known_key(keys: list[str], parent: dict[str, Any]) -> bool:
