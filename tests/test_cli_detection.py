@@ -80,3 +80,39 @@ def test_a_class_count_that_disagrees_with_the_file_gives_both_numbers(trained):
     out = run_cli("train", "c.yaml", "model.head.num_classes=5", cwd=folder, env=env)
     assert out.returncode == 2
     assert "num_classes=5 but data.train has 3 classes" in out.stderr
+
+
+FASTER_RCNN = """
+model:
+  type: FasterRCNN
+  backbone: {type: TinyNet, width: 8, out_indices: [0, 1, 2, 3]}
+  neck: {type: FPN, out_channels: 16, extra_levels: 1, extra_type: maxpool}
+  rpn_head:
+    type: RPNHead
+    anchor_generator: {type: AnchorGenerator, sizes: [[8], [16], [32], [64], [128]]}
+  roi_head: {type: RoIHead, num_classes: 3, roi_strides: [2, 4, 8, 16], fc_channels: 32}
+  preprocessor: {type: Preprocessor, size_divisor: 32, pad_to: 160}
+data:
+  train: {type: ShapesDataset, split: train, num_images: 8, image_size: 128}
+  val: {type: ShapesDataset, split: val, num_images: 4, image_size: 128}
+  batch_size: 4
+  num_workers: 0
+train: {epochs: 1, max_steps: 2, optimizer: {type: AdamW, lr: 1.0e-3}, tensorboard: false}
+run_dir: runs
+name: frcnn
+"""
+
+
+def test_faster_rcnn_trains_evaluates_and_names_its_class_count_key(tmp_path):
+    (tmp_path / "c.yaml").write_text(FASTER_RCNN)
+    env = {"CVKIT_CACHE": str(tmp_path / "cache")}
+    out = run_cli("train", "c.yaml", cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "AP50" in out.stdout
+    assert json.loads((tmp_path / "runs" / "frcnn" / "eval.json").read_text())["per_class"]
+    out = run_cli("eval", "c.yaml", "--checkpoint", "runs/frcnn/last.pt", cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    out = run_cli("train", "c.yaml", "model.roi_head.num_classes=5", cwd=tmp_path, env=env)
+    assert out.returncode == 2
+    assert "model.roi_head.num_classes: the model has num_classes=5 but data.train" in out.stderr
+    assert "set model.roi_head.num_classes=3" in out.stderr

@@ -203,6 +203,29 @@ def test_resize_keeping_aspect_keeps_boxes_on_the_pixels(tiny):
     assert item["orig_size"] == (40, 60)
 
 
+def test_scale_jitter_moves_boxes_with_the_pixels(tiny):
+    ds = _build(*tiny(), transforms=[{"type": "RandomScale", "scale_limit": [-0.5, 0.5], "p": 1.0}])
+    sizes = set()
+    for seed in range(6):
+        ds.transforms.set_random_seed(seed)
+        item = ds[0]
+        sizes.add(item["image"].shape[:2])
+        np.testing.assert_allclose(item["boxes"][0], _green_extent(item["image"]), atol=1.5)
+        assert item["labels"].tolist() == [1, 2] and item["orig_size"] == (40, 60)
+    assert len(sizes) > 3  # the scale really varies
+
+
+def test_bbox_safe_random_crop_keeps_every_box(tiny):
+    transforms = [{"type": "RandomSizedBBoxSafeCrop", "height": 32, "width": 32, "p": 1.0}]
+    ds = _build(*tiny(), transforms=transforms)
+    for seed in range(6):
+        ds.transforms.set_random_seed(seed)
+        item = ds[0]
+        assert item["image"].shape == (32, 32, 3)
+        assert item["labels"].tolist() == [1, 2] and item["iscrowd"].tolist() == [False, True]
+        np.testing.assert_allclose(item["boxes"][0], _green_extent(item["image"]), atol=1.5)
+
+
 def test_crop_drops_boxes_with_their_labels(tiny):
     item = _build(*tiny(), transforms=[{"type": "Crop", "x_max": 8, "y_max": 8}])[0]
     # the dog box (x from 10) is cropped away; the crowd box survives, clipped

@@ -110,17 +110,26 @@ def check_classes(model: nn.Module, datasets: dict[str, Any], cfg: Config) -> li
         classes = list(getattr(ds, "classes", None) or [])
         if num_classes is not None and classes and len(classes) != num_classes:
             shown = ", ".join(map(str, classes[:10])) + (", ..." if len(classes) > 10 else "")
+            key = _num_classes_key(cfg)
             raise ConfigError(
                 f"the model has num_classes={num_classes} but data.{split} has "
                 f"{len(classes)} classes ({shown})",
-                where="model.head.num_classes",
+                where=key,
                 hints=[
-                    f"set model.head.num_classes={len(classes)}",
-                    f"in {cfg.describe('model.head.num_classes') or 'the config'}",
+                    f"set {key}={len(classes)}",
+                    f"in {cfg.describe(key) or 'the config'}",
                 ],
             )
         names = names or classes
     return names or [str(i) for i in range(num_classes or 0)]
+
+
+def _num_classes_key(cfg: Config) -> str:
+    """Where the config sets the class count: ``model.head`` or, e.g., ``model.roi_head``."""
+    for key, value in (cfg.get("model") or {}).items():
+        if isinstance(value, dict) and "num_classes" in value:
+            return f"model.{key}.num_classes"
+    return "model.head.num_classes"
 
 
 def new_run_dir(settings: RunSettings) -> Path:

@@ -2,10 +2,10 @@
 
 from cvkit.models import preprocessor, task_utils
 from cvkit.models.backbones import timm_backbone, tiny_net
-from cvkit.models.heads import cls_head, retina_head
+from cvkit.models.heads import cls_head, retina_head, roi_head, rpn_head
 from cvkit.models.losses import cross_entropy, detection, mse
 from cvkit.models.necks import fpn, global_pool
-from cvkit.models.tasks import classifier, one_stage_detector, retinanet
+from cvkit.models.tasks import classifier, one_stage_detector, retinanet, two_stage_detector
 
 __all__ = [
     "classifier",
@@ -19,7 +19,10 @@ __all__ = [
     "preprocessor",
     "retina_head",
     "retinanet",
+    "roi_head",
+    "rpn_head",
     "task_utils",
     "timm_backbone",
     "tiny_net",
+    "two_stage_detector",
 ]

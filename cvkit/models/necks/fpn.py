@@ -19,16 +19,22 @@ class FPN(nn.Module):
 
     From backbone maps C_i (strides s_i) it makes P_i with ``out_channels`` each: a 1x1
     lateral conv, plus the coarser P upsampled (nearest), then a 3x3 conv. ``extra_levels``
-    more maps come from stride-2 3x3 convs (RetinaNet's P6, P7); the first takes the last
-    backbone map (``extra_from="input"``, the RetinaNet paper) or the last P
-    (``"output"``), and each later one applies ReLU first.
+    more maps follow, each at half the resolution of the one before:
+
+    - ``extra_type="conv"``: stride-2 3x3 convs (RetinaNet's P6, P7). The first takes the last
+      backbone map (``extra_from="input"``, the RetinaNet paper) or the last P
+      (``"output"``); each later one applies ReLU first.
+    - ``extra_type="maxpool"``: stride-2 subsampling of the last P, no parameters (Faster
+      R-CNN's P6, used by the RPN only).
 
     Args:
         in_channels: channels of each backbone map (wired from ``feature_info``).
         in_strides: stride of each backbone map (wired from ``feature_info``).
         out_channels: channels of every pyramid level.
         extra_levels: coarser levels added after the last backbone level.
-        extra_from: what the first extra level is computed from.
+        extra_type: how extra levels are made: ``"conv"`` or ``"maxpool"``.
+        extra_from: what the first extra conv level is computed from; ``None`` means
+            ``"input"`` for convs. Max-pooled levels always come from the last P.
 
     Shapes: ``[Tensor[B, C_i, H/s_i, W/s_i]]`` -> ``[Tensor[B, out, H/s, W/s]]`` for the
     input strides then ``2 * s_last``, ``4 * s_last``...
@@ -40,7 +46,8 @@ class FPN(nn.Module):
         in_strides: Sequence[int] | None = None,
         out_channels: int = 256,
         extra_levels: int = 2,
-        extra_from: Literal["input", "output"] = "input",
+        extra_type: Literal["conv", "maxpool"] = "conv",
+        extra_from: Literal["input", "output"] | None = None,
     ) -> None:
         super().__init__()
         if not in_channels:
@@ -54,11 +61,18 @@ class FPN(nn.Module):
         self.output = nn.ModuleList(
             nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels
         )
-        self.extra_from = extra_from
-        first_in = in_channels[-1] if extra_from == "input" else out_channels
+        if extra_type == "maxpool" and extra_from == "input":
+            raise ValueError(
+                "FPN: extra_type='maxpool' subsamples the last pyramid level, so extra_from "
+                "must be 'output' or left out"
+            )
+        self.extra_type = extra_type
+        self.extra_from = extra_from or ("input" if extra_type == "conv" else "output")
+        self.num_extra = extra_levels
+        first_in = in_channels[-1] if self.extra_from == "input" else out_channels
         self.extra = nn.ModuleList(
             nn.Conv2d(first_in if i == 0 else out_channels, out_channels, 3, stride=2, padding=1)
-            for i in range(extra_levels)
+            for i in range(extra_levels if extra_type == "conv" else 0)
         )
         all_strides = strides + [strides[-1] * 2 ** (i + 1) for i in range(extra_levels)]
         self.feature_info = [FeatureSpec(out_channels, s) for s in all_strides]
@@ -76,6 +90,11 @@ class FPN(nn.Module):
                 laterals[i], size=laterals[i - 1].shape[-2:], mode="nearest"
             )
         outs = [conv(x) for conv, x in zip(self.output, laterals)]
+        if self.extra_type == "maxpool":
+            for _ in range(self.num_extra):
+                # kernel 1, stride 2: torchvision's and Detectron2's LastLevelMaxPool
+                outs.append(F.max_pool2d(outs[-1], kernel_size=1, stride=2))
+            return outs
         x = feats[-1] if self.extra_from == "input" else outs[-1]
         for i, conv in enumerate(self.extra):
             x = conv(x if i == 0 else F.relu(x))
