@@ -1,57 +1,107 @@
-"""COCO mAP through pycocotools' reference COCOeval: the 12 summary stats and per-class AP.
+"""COCO mAP: the 12 summary stats, per-class AP / AP50 / AR and the precision-recall arrays.
 
-Results files are COCO's format (``image_id``, ``category_id``, ``bbox`` as xywh in the
-original image's pixels, ``score``); ``detections_to_coco`` converts cvkit's predictions at
-this edge, mapping contiguous labels back to the dataset's category ids.
+Three backends give the same numbers: ``"cvkit"`` (the default: pycocotools' COCOeval
+semantics, vectorised, see :mod:`cvkit.evaluation.coco`), ``"pycocotools"`` (the reference)
+and ``"faster-coco-eval"`` (when installed).
+
+Results are COCO's format (``image_id``, ``category_id``, ``bbox`` as xywh in the original
+image's pixels, ``score``; ``segmentation`` as RLE for ``segm``); ``detections_to_coco``
+converts cvkit's predictions at this edge, mapping contiguous labels back to category ids.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
+from cvkit.evaluation.coco.load import (
+    CocoEvalInputError,
+    load_ground_truth,
+    load_results,
+    read_json,
+)
+from cvkit.evaluation.coco.summary import STAT_NAMES, summarize
 from cvkit.structures import DetPrediction
 
-STAT_NAMES = (
-    "AP",
-    "AP50",
-    "AP75",
-    "APs",
-    "APm",
-    "APl",
-    "AR1",
-    "AR10",
-    "AR100",
-    "ARs",
-    "ARm",
-    "ARl",
-)
+BACKENDS = ("cvkit", "pycocotools", "faster-coco-eval")
+Backend = Literal["cvkit", "pycocotools", "faster-coco-eval"]
+IouType = Literal["bbox", "segm"]
+
+__all__ = [
+    "BACKENDS",
+    "STAT_NAMES",
+    "CocoEvalInputError",
+    "CocoResult",
+    "detections_to_coco",
+    "evaluate_coco",
+]
 
 
 @dataclass
 class CocoResult:
-    """The 12 COCO stats (``AP``, ``AP50``... as in ``COCOeval.summarize``) and per-class AP.
+    """Everything a COCO evaluation computes.
 
-    ``per_class`` maps class name to ``{"AP", "AP50", "num_gt"}``; AP is ``None`` for a
-    category without ground truth (pycocotools writes -1 there).
+    Attributes:
+        stats: the 12 numbers of ``COCOeval.summarize`` by name (``AP``, ``AP50``...); ``-1``
+            where nothing defines them (no ground truth in that area range).
+        per_class: class name -> ``{"AP", "AP50", "AP75", "AR100", "num_gt"}``; the metrics
+            are ``None`` for a category without ground truth (pycocotools' -1).
+        summary: pycocotools' 12 printed lines.
+        precision: ``[T=10, R=101, K, A=4, M=3]`` (IoU .50:.05:.95, recall 0:.01:1, areas
+            all/small/medium/large, maxDets 1/10/100), ``-1`` where undefined.
+        recall: ``[T, K, A, M]``; scores: ``[T, R, K, A, M]`` score at each recall point.
+        class_names, cat_ids: the ``K`` categories, sorted by id.
+        backend: which backend computed it; timings: seconds per phase.
     """
 
     stats: dict[str, float]
     per_class: dict[str, dict[str, Any]] = field(default_factory=dict)
     summary: str = ""
+    precision: np.ndarray | None = None
+    recall: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    class_names: list[str] = field(default_factory=list)
+    cat_ids: list[int] = field(default_factory=list)
+    backend: str = "cvkit"
+    timings: dict[str, float] = field(default_factory=dict)
 
     def table(self) -> str:
-        rows = [f"{'class':<20} {'AP':>7} {'AP50':>7} {'gt':>6}"]
+        """The per-class table; ``n/a`` for categories without ground truth."""
+        rows = [f"{'class':<20} {'AP':>7} {'AP50':>7} {'AP75':>7} {'AR100':>7} {'gt':>6}"]
         for name, r in self.per_class.items():
-            ap = "n/a" if r["AP"] is None else f"{r['AP']:.4f}"
-            ap50 = "n/a" if r["AP50"] is None else f"{r['AP50']:.4f}"
-            rows.append(f"{name:<20} {ap:>7} {ap50:>7} {r['num_gt']:>6}")
+            cells = [
+                "n/a" if r[k] is None else f"{r[k]:.4f}" for k in ("AP", "AP50", "AP75", "AR100")
+            ]
+            rows.append(f"{name:<20} " + " ".join(f"{c:>7}" for c in cells) + f" {r['num_gt']:>6}")
         return "\n".join(rows)
+
+    def to_json(self) -> dict[str, Any]:
+        """Every number, JSON-ready (arrays as nested lists)."""
+        arrays = {
+            k: None if v is None else v.tolist()
+            for k, v in (
+                ("precision", self.precision),
+                ("recall", self.recall),
+                ("scores", self.scores),
+            )
+        }
+        return {
+            "backend": self.backend,
+            "stats": self.stats,
+            "per_class": self.per_class,
+            "class_names": self.class_names,
+            "cat_ids": self.cat_ids,
+            "timings": self.timings,
+            **arrays,
+        }
 
 
 def detections_to_coco(
@@ -74,46 +124,159 @@ def detections_to_coco(
     return results
 
 
-def evaluate_coco(coco_gt, results: list[dict[str, Any]], iou_type: str = "bbox") -> CocoResult:
-    """Score ``results`` against a pycocotools ``COCO`` object with COCOeval.
+def evaluate_coco(
+    ground_truth: Any,
+    results: list[dict[str, Any]] | str | Path,
+    iou_type: IouType = "bbox",
+    backend: Backend = "cvkit",
+) -> CocoResult:
+    """Score ``results`` against ``ground_truth``.
 
-    Returns:
-        a ``CocoResult``; with no detections at all every stat is 0.
+    Args:
+        ground_truth: a COCO instances file, its dict, or a pycocotools ``COCO``.
+        results: a results file or list.
+        iou_type: ``"bbox"`` or ``"segm"`` (masks as RLE, IoU through pycocotools' mask API).
+        backend: see the module docstring.
+
+    Raises:
+        CocoEvalInputError: a file that cannot be read, or results naming image ids the
+            ground truth lacks.
     """
-    from pycocotools.cocoeval import COCOeval
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    start = time.perf_counter()
+    gt_dict, gt_source = _as_dict(ground_truth)
+    res_list, res_source = _as_list(results)
+    loaded = time.perf_counter() - start
+    run = _evaluate_cvkit if backend == "cvkit" else _evaluate_reference
+    result = run(gt_dict, gt_source, res_list, res_source, iou_type, backend)
+    result.timings = {"read": loaded, **result.timings}
+    result.timings["total"] = time.perf_counter() - start
+    return result
 
-    if not results:
-        return CocoResult({name: 0.0 for name in STAT_NAMES}, _empty_per_class(coco_gt))
+
+def _as_dict(ground_truth: Any) -> tuple[dict, str]:
+    if isinstance(ground_truth, dict):
+        return ground_truth, "<ground truth>"
+    if isinstance(ground_truth, (str, Path)):
+        return read_json(ground_truth), str(ground_truth)
+    if hasattr(ground_truth, "dataset"):  # a pycocotools COCO
+        return ground_truth.dataset, "<ground truth>"
+    raise TypeError(f"ground_truth must be a path, a dict or a COCO, got {type(ground_truth)}")
+
+
+def _as_list(results: Any) -> tuple[list, str]:
+    if isinstance(results, (str, Path)):
+        return read_json(results), str(results)
+    return results, "<results>"
+
+
+def _evaluate_cvkit(gt_dict, gt_source, res_list, res_source, iou_type, backend) -> CocoResult:
+    from cvkit.evaluation.coco.accumulate import accumulate
+    from cvkit.evaluation.coco.match import match
+
+    t0 = time.perf_counter()
+    gt = load_ground_truth(gt_dict, gt_source)
+    dets = load_results(res_list, gt, iou_type, res_source)
+    t1 = time.perf_counter()
+    segm_iou = None
+    if iou_type == "segm":
+        from cvkit.evaluation.coco.segm import MaskIou
+
+        segm_iou = MaskIou(gt, dets)
+    matches = match(gt, dets, segm_iou)
+    t2 = time.perf_counter()
+    curves = accumulate(gt, dets, matches)
+    stats, text = summarize(curves.precision, curves.recall)
+    t3 = time.perf_counter()
+    num_gt = np.bincount(gt.cat[~gt.crowd], minlength=len(gt.cat_ids))
+    return _result(
+        stats, text, curves.precision, curves.recall, curves.scores, gt.cat_names,
+        gt.cat_ids.tolist(), num_gt.tolist(), backend,
+        {"load": t1 - t0, "evaluate": t2 - t1, "accumulate": t3 - t2},
+    )  # fmt: skip
+
+
+def _evaluate_reference(gt_dict, gt_source, res_list, res_source, iou_type, backend):
+    """pycocotools, or faster-coco-eval (same API); both print, so their output is kept."""
+    if backend == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval as Eval
+    else:
+        try:
+            from faster_coco_eval import COCO
+            from faster_coco_eval import COCOeval_faster as Eval
+        except ImportError as exc:
+            raise ValueError(
+                "backend 'faster-coco-eval' is not installed: pip install faster-coco-eval"
+            ) from exc
+    gt_ids = {int(im["id"]) for im in gt_dict.get("images", [])}
+    bad = sorted({int(r["image_id"]) for r in res_list} - gt_ids)
+    if bad:
+        raise CocoEvalInputError(
+            f"{res_source}: detections name image ids that {gt_source} does not have: "
+            f"{bad[:10]}; evaluate against the ground truth these results were made for"
+        )
+    cats = sorted(gt_dict["categories"], key=lambda c: c["id"])
+    num_gt = _count_gt(gt_dict, [c["id"] for c in cats])
+    names, cat_ids = [str(c.get("name", c["id"])) for c in cats], [int(c["id"]) for c in cats]
+    if not res_list:  # pycocotools cannot load an empty results list; nothing is detected
+        return _evaluate_cvkit(gt_dict, gt_source, res_list, res_source, iou_type, backend)
+    t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()) as log:
-        coco_dt = coco_gt.loadRes(results)
-        ev = COCOeval(coco_gt, coco_dt, iou_type)
+        coco_gt = COCO()
+        coco_gt.dataset = copy.deepcopy(gt_dict)  # both tools add keys to what they are given
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes([dict(r) for r in res_list])
+        ev = Eval(coco_gt, coco_dt, iou_type)
+        t1 = time.perf_counter()
         ev.evaluate()
+        t2 = time.perf_counter()
         ev.accumulate()
-        ev.summarize()
-    stats = {name: float(v) for name, v in zip(STAT_NAMES, ev.stats)}
-    return CocoResult(stats, _per_class(ev, coco_gt), log.getvalue())
+        t3 = time.perf_counter()
+    p, r, s = ev.eval["precision"], ev.eval["recall"], ev.eval["scores"]
+    stats, text = summarize(p, r)
+    return _result(
+        stats, text + "\n" + log.getvalue(), p, r, s, names, cat_ids, num_gt, backend,
+        {"load": t1 - t0, "evaluate": t2 - t1, "accumulate": t3 - t2},
+    )  # fmt: skip
 
 
-def _per_class(ev, coco_gt) -> dict[str, dict[str, Any]]:
-    # precision: [T IoU thresholds, R recall points, K classes, A area ranges, M max dets]
-    precision = ev.eval["precision"]
-    out = {}
-    for k, cat_id in enumerate(ev.params.catIds):
-        p = precision[:, :, k, 0, -1]
-        ap = float(p[p > -1].mean()) if (p > -1).any() else None
-        p50 = precision[0, :, k, 0, -1]
-        ap50 = float(p50[p50 > -1].mean()) if (p50 > -1).any() else None
-        name = coco_gt.cats[cat_id]["name"]
-        out[name] = {"AP": ap, "AP50": ap50, "num_gt": len(coco_gt.getAnnIds(catIds=[cat_id]))}
-    return out
+def _count_gt(gt_dict: dict, cat_ids: list[int]) -> list[int]:
+    images = {im["id"] for im in gt_dict["images"]}
+    counts = dict.fromkeys(cat_ids, 0)
+    for a in gt_dict["annotations"]:
+        if a.get("image_id") in images and a.get("category_id") in counts and not a.get("iscrowd"):
+            counts[a["category_id"]] += 1
+    return [counts[c] for c in cat_ids]
 
 
-def _empty_per_class(coco_gt) -> dict[str, dict[str, Any]]:
-    return {
-        c["name"]: {
-            "AP": 0.0 if coco_gt.getAnnIds(catIds=[c["id"]]) else None,
-            "AP50": 0.0 if coco_gt.getAnnIds(catIds=[c["id"]]) else None,
-            "num_gt": len(coco_gt.getAnnIds(catIds=[c["id"]])),
+def _result(stats, text, precision, recall, scores, names, cat_ids, num_gt, backend, timings):
+    per_class = {}
+    for k, name in enumerate(names):
+        per_class[name] = {
+            "AP": _mean(precision[:, :, k, 0, -1]),
+            "AP50": _mean(precision[0, :, k, 0, -1]),
+            "AP75": _mean(precision[5, :, k, 0, -1]),
+            "AR100": _mean(recall[:, k, 0, -1]),
+            "num_gt": int(num_gt[k]),
         }
-        for c in coco_gt.dataset["categories"]
-    }
+    return CocoResult(
+        stats={n: float(v) for n, v in zip(STAT_NAMES, stats)},
+        per_class=per_class,
+        summary=text,
+        precision=precision,
+        recall=recall,
+        scores=scores,
+        class_names=list(names),
+        cat_ids=list(cat_ids),
+        backend=backend,
+        timings=timings,
+    )
+
+
+def _mean(values: np.ndarray) -> float | None:
+    defined = values[values > -1]
+    return float(defined.mean()) if defined.size else None
