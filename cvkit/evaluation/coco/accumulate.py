@@ -43,43 +43,42 @@ def accumulate(gt: GroundTruth, dets: Detections, matches: Matches) -> Curves:
     )
     cat, score = dets.cat[matches.det], dets.score[matches.det]
     order = np.lexsort((matches.rank, dets.image[matches.det], -score, cat))
-    counted = ~matches.ignored[:, :, order]  # [A, T, D] in category-then-score order
-    tps = matches.tp_like[:, :, order] & counted
-    fps = ~matches.tp_like[:, :, order] & counted
+    # one gather of a small code instead of three of flags: 0 false positive, 1 true
+    # positive, 2 or 3 ignored; [A, T, D] in category, then score order
+    code = (matches.tp_like.view(np.int8) + 2 * matches.ignored.view(np.int8))[:, :, order]
     for m, max_det in enumerate(MAX_DETS):
         keep = matches.rank[order] < max_det
+        code_m = code if keep.all() else code[:, :, keep]
         cat_m, score_m = cat[order][keep], score[order][keep]
         bounds = np.searchsorted(cat_m, np.arange(num_k + 1))
-        # one cumulative count over all categories; each category's run is taken relative to
-        # where it starts (integers, so exact, as pycocotools' per-category cumsum)
-        tp_sum = _cumsum(tps if keep.all() else tps[:, :, keep])
-        fp_sum = _cumsum(fps if keep.all() else fps[:, :, keep])
         for a in range(num_a):
+            npig = num_gt[cat_m, a]  # per detection, its category's count
+            tp = _segment_cumsum(code_m[a] == 1, bounds)
+            fp = _segment_cumsum(code_m[a] == 0, bounds)
+            with np.errstate(divide="ignore", invalid="ignore"):  # categories without gt
+                rc = tp / npig
+            pr = tp / (fp + tp + np.spacing(1))
             for k in np.flatnonzero(num_gt[:, a]):
                 lo, hi = bounds[k], bounds[k + 1]
-                p, r, s = _curve(
-                    (tp_sum[a, :, lo + 1 : hi + 1] - tp_sum[a, :, lo : lo + 1]).astype(float),
-                    (fp_sum[a, :, lo + 1 : hi + 1] - fp_sum[a, :, lo : lo + 1]).astype(float),
-                    score_m[lo:hi],
-                    int(num_gt[k, a]),
-                )
+                p, r, s = _curve(rc[:, lo:hi], pr[:, lo:hi], score_m[lo:hi])
                 precision[:, :, k, a, m], recall[:, k, a, m], scores[:, :, k, a, m] = p, r, s
     return Curves(precision, recall, scores, num_gt)
 
 
-def _cumsum(flags: np.ndarray) -> np.ndarray:
-    """``[A, T, D]`` bool -> ``[A, T, D + 1]`` counts, starting with a 0 column."""
-    out = np.zeros((*flags.shape[:2], flags.shape[2] + 1), dtype=np.int32)
-    np.cumsum(flags, axis=2, dtype=np.int32, out=out[:, :, 1:])
-    return out
+def _segment_cumsum(flags: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Running counts of ``flags [T, D]`` that restart at every category start in ``bounds``,
+    as floats. Integer sums first, then the category's start subtracted: every value is
+    exact, as pycocotools' cumsum per category."""
+    total = np.zeros((flags.shape[0], flags.shape[1] + 1), dtype=np.int32)
+    np.cumsum(flags, axis=1, dtype=np.int32, out=total[:, 1:])
+    start = np.repeat(total[:, bounds[:-1]], np.diff(bounds), axis=1)
+    return (total[:, 1:] - start).astype(float)
 
 
-def _curve(tp_sum: np.ndarray, fp_sum: np.ndarray, score: np.ndarray, npig: int):
-    """One category / area / max-dets: cumulative ``tp_sum``, ``fp_sum`` ``[T, nd]`` in score
-    order -> ``(precision [T, R], recall [T], scores [T, R])``."""
-    num_t, nd = tp_sum.shape
-    rc = tp_sum / npig
-    pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
+def _curve(rc: np.ndarray, pr: np.ndarray, score: np.ndarray):
+    """One category / area / max-dets: recall and precision ``[T, nd]`` in score order ->
+    ``(precision [T, R] interpolated, recall [T], scores [T, R])``."""
+    num_t, nd = rc.shape
     recall = rc[:, -1] if nd else np.zeros(num_t)
     pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]  # pycocotools' backward sweep
     precision = np.zeros((num_t, len(REC_THRESHOLDS)))

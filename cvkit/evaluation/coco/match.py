@@ -34,7 +34,6 @@ class Matches:
     Attributes:
         det: ``[D]`` indices into the ``Detections`` rows, sorted by pair then score.
         rank: ``[D]`` the detection's rank within its (image, category) pair.
-        matched_gt: ``[A, T, D]`` int64 index into the ``GroundTruth`` rows, ``-1`` if none.
         tp_like: ``[A, T, D]`` bool, matched to a gt whose id is not 0 (pycocotools' ``dtm``).
         ignored: ``[A, T, D]`` bool, pycocotools' ``dtIgnore``.
         gt_ignored: ``[A, N]`` bool, each gt's ``_ignore`` in each area range.
@@ -42,7 +41,6 @@ class Matches:
 
     det: np.ndarray
     rank: np.ndarray
-    matched_gt: np.ndarray
     tp_like: np.ndarray
     ignored: np.ndarray
     gt_ignored: np.ndarray
@@ -72,7 +70,7 @@ def match(gt: GroundTruth, dets: Detections, segm_iou: IouFn | None = None) -> M
     det, rank = _best_per_pair(dets, num_k)
     gt_ign = _gt_ignored(gt)
     num_a, num_t = len(AREA_RANGES), len(IOU_THRESHOLDS)
-    matched = np.full((num_a, num_t, len(det)), -1, dtype=np.int64)
+    positions, found_gts = [np.zeros(0, np.int64)], [np.zeros((num_a, num_t, 0), np.int64)]
     det_pair = dets.image[det] * num_k + dets.cat[det]  # sorted
     gt_pair = gt.image * num_k + gt.cat
     gt_order = np.argsort(gt_pair, kind="stable")  # file order within a pair
@@ -90,16 +88,28 @@ def match(gt: GroundTruth, dets: Detections, segm_iou: IouFn | None = None) -> M
         g_idx = gt_order[_padded(gt_start[in_bucket], gt_count[in_bucket], int(g), fill=0)]
         g_valid = np.arange(g) < gt_count[in_bucket][:, None]
         iou = _ious(gt, dets, det[rows[pick]], local, g_idx, g_valid, segm_iou)
-        found = _walk(iou, local, gt_ign[:, g_idx] | ~g_valid, gt.crowd[g_idx] & g_valid)
-        hit = g_idx[local[None, None, :], np.maximum(found, 0)]
-        matched[:, :, rows[pick]] = np.where(found >= 0, hit, -1)
-    hit = matched >= 0
-    safe = np.maximum(matched, 0)
-    tp_like = hit & (gt.ann_id[safe] != 0)
-    ignored = hit & np.take_along_axis(gt_ign, safe.reshape(num_a, -1), 1).reshape(safe.shape)
-    outside = _outside(dets.area[det])  # [A, D]
-    ignored |= ~tp_like & outside[:, None, :]
-    return Matches(det, rank, matched, tp_like, ignored, gt_ign)
+        close, found = _walk(iou, local, gt_ign[:, g_idx] | ~g_valid, gt.crowd[g_idx] & g_valid)
+        positions.append(rows[pick][close])
+        found_gts.append(np.where(found >= 0, g_idx[local[close], np.maximum(found, 0)], -1))
+    return _flags(
+        gt, dets, det, rank, gt_ign, np.concatenate(positions), np.concatenate(found_gts, 2)
+    )
+
+
+def _flags(gt, dets, det, rank, gt_ign, positions, found) -> Matches:
+    """pycocotools' ``dtm`` (as truth) and ``dtIgnore`` for every detection, from the matches
+    ``found [A, T, C]`` (gt row or -1) of the detections at ``positions [C]``."""
+    num_a, num_t = found.shape[:2]
+    outside = _outside(dets.area[det])  # [A, D]: unmatched detections outside the range
+    ignored = np.repeat(outside[:, None, :], num_t, axis=1)
+    tp_like = np.zeros_like(ignored)
+    hit = found >= 0
+    safe = np.maximum(found, 0)
+    tp = hit & (gt.ann_id[safe] != 0)  # pycocotools truth-tests the matched gt's id
+    hit_ignored = hit & np.take_along_axis(gt_ign, safe.reshape(num_a, -1), 1).reshape(safe.shape)
+    tp_like[:, :, positions] = tp
+    ignored[:, :, positions] = hit_ignored | (~tp & outside[:, None, positions])
+    return Matches(det, rank, tp_like, ignored, gt_ign)
 
 
 def _ious(gt, dets, det_rows, local, g_idx, g_valid, segm_iou) -> np.ndarray:
@@ -130,13 +140,14 @@ def _walk(iou: np.ndarray, local: np.ndarray, ign: np.ndarray, crowd: np.ndarray
             (an index into ``ign`` / ``crowd``); ign: ``[A, P, G]``; crowd: ``[P, G]``.
 
     Returns:
-        ``[A, T, D]`` the matched gt (an index into ``G``) or ``-1``.
+        ``(close [C], found [A, T, C])``: the detections walked (indices into ``iou``'s rows)
+        and the gt each matched (an index into ``G``) or ``-1``.
     """
     num_a, num_p, num_g = ign.shape
-    out = np.full((num_a, len(IOU_THRESHOLDS), len(iou)), -1, dtype=np.int64)
     close = np.flatnonzero((iou >= IOU_THRESHOLDS[0]).any(axis=1))
+    out = np.full((num_a, len(IOU_THRESHOLDS), len(close)), -1, dtype=np.int64)
     if len(close) == 0:
-        return out
+        return close, out
     pair = local[close]
     starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
     lengths = np.diff(np.r_[starts, len(pair)])
@@ -150,8 +161,8 @@ def _walk(iou: np.ndarray, local: np.ndarray, ign: np.ndarray, crowd: np.ndarray
         dense = np.full((len(group), int(d), num_g), -1.0)
         dense[where, step[pick]] = iou[close[pick]]
         found = _greedy(dense, ign[:, group], crowd[group], count[group])
-        out[:, :, close[pick]] = found[:, :, where, step[pick]]
-    return out
+        out[:, :, pick] = found[:, :, where, step[pick]]
+    return close, out
 
 
 def _best_per_pair(dets: Detections, num_k: int) -> tuple[np.ndarray, np.ndarray]:
