@@ -70,6 +70,7 @@ class Registry:
 
     def add(self, obj: Any, name: str | None = None, source: str | None = None) -> None:
         """Register ``obj`` under ``name`` (default: its ``__name__``). A duplicate raises."""
+        _load_builtins()  # so a clash with a built-in name is reported here, not later
         name = name or obj.__name__
         if name in self._entries:
             old = self._entries[name]
@@ -114,6 +115,7 @@ class Registry:
 
     def names(self, pattern: str = "*") -> list[str]:
         """Sorted registered names matching an fnmatch ``pattern`` (``"Res*"``)."""
+        _load_builtins()
         plugins.load_entry_points()
         every = set(self._entries) | set(self._provided_entries())
         return sorted(n for n in every if fnmatch.fnmatchcase(n, pattern))
@@ -146,6 +148,7 @@ class Registry:
 
     # -- internals -----------------------------------------------------------------------
     def _lookup(self, name: str) -> Entry | None:
+        _load_builtins()
         if name not in self._entries:
             plugins.load_entry_points()
         return self._entries.get(name) or self._provided_entries().get(name)
@@ -168,6 +171,12 @@ class Registry:
             *plugins.failure_hints(),
         ]
         return UnknownTypeError(f"{name!r} is not a registered {self.kind}", hints=hints)
+
+
+def _load_builtins() -> None:
+    import cvkit
+
+    cvkit.load_builtins()
 
 
 def _qualname(obj: Any) -> str:

@@ -45,6 +45,7 @@ def test_train_writes_coco_results_and_a_picture(trained):
     results = json.loads((run / "results.json").read_text())
     assert all(r["category_id"] in (1, 2, 3) and len(r["bbox"]) == 4 for r in results)
     assert (run / "predictions.png").stat().st_size > 1000
+    assert (run / "pr_curve.png").stat().st_size > 1000
 
 
 def test_eval_and_predict_with_the_checkpoint(trained):

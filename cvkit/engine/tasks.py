@@ -41,15 +41,19 @@ def classification_report(model, loader, device, classes, out_dir: Path) -> dict
 
 
 def detection_report(model, loader, device, classes, out_dir: Path) -> dict[str, Any]:
-    """The COCO summary and per-class AP (printed), ``eval.json`` and ``results.json``."""
+    """The COCO summary and per-class AP (printed), ``eval.json``, ``results.json``, the
+    mean precision-recall curve and a picture of predictions."""
+    from cvkit.visualize_detection import plot_pr_curve
+
     metrics, coco, results = evaluate_detector(model, loader, device)
     report = {"metrics": metrics, "per_class": coco.per_class}
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
     (out_dir / "results.json").write_text(json.dumps(results))
+    plot_pr_curve(coco.precision, out_dir / "pr_curve.png")
     draw_first_batch(model, loader, device, classes, out_dir / "predictions.png")
-    print(coco.summary.rstrip())
+    print("\n".join(coco.summary.splitlines()[:12]))
     print(coco.table())
-    print(f"predictions drawn: {out_dir / 'predictions.png'}")
+    print(f"predictions drawn: {out_dir / 'predictions.png'}; PR curve: {out_dir / 'pr_curve.png'}")
     return report
 
 

@@ -1,5 +1,5 @@
-"""Evaluation tools; importing this module registers the built-in metrics."""
+"""Evaluation tools: classification metrics and COCO mAP.
 
-from cvkit.evaluation import classification
-
-__all__ = ["classification"]
+The built-in metrics register when ``cvkit.evaluation.classification`` is imported (by
+``cvkit.load_builtins``); the COCO evaluator (``coco_map``, ``coco/``) needs no torch.
+"""

@@ -18,18 +18,21 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from cvkit.evaluation.coco.load import (
     CocoEvalInputError,
+    gc_paused,
     load_ground_truth,
     load_results,
     read_json,
 )
 from cvkit.evaluation.coco.summary import STAT_NAMES, summarize
-from cvkit.structures import DetPrediction
+
+if TYPE_CHECKING:
+    from cvkit.structures import DetPrediction
 
 BACKENDS = ("cvkit", "pycocotools", "faster-coco-eval")
 Backend = Literal["cvkit", "pycocotools", "faster-coco-eval"]
@@ -85,14 +88,15 @@ class CocoResult:
 
     def to_json(self) -> dict[str, Any]:
         """Every number, JSON-ready (arrays as nested lists)."""
-        arrays = {
-            k: None if v is None else v.tolist()
-            for k, v in (
-                ("precision", self.precision),
-                ("recall", self.recall),
-                ("scores", self.scores),
-            )
-        }
+        with gc_paused():  # ~10^6 new floats; the cyclic GC would walk them over and over
+            arrays = {
+                k: None if v is None else v.tolist()
+                for k, v in (
+                    ("precision", self.precision),
+                    ("recall", self.recall),
+                    ("scores", self.scores),
+                )
+            }
         return {
             "backend": self.backend,
             "stats": self.stats,

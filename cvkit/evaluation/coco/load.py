@@ -84,7 +84,7 @@ class Detections:
 
 
 @contextlib.contextmanager
-def _gc_paused():
+def gc_paused():
     """Parsing a results file makes ~10^6 containers, none of them cyclic; the cyclic garbage
     collector would otherwise walk every live object many times over (seconds, not ms)."""
     enabled = gc.isenabled()
@@ -100,7 +100,7 @@ def read_json(path: str | Path) -> Any:
     """Parse a JSON file, with an error that names it."""
     path = Path(path)
     try:
-        with _gc_paused():
+        with gc_paused():
             return _parse(path.read_bytes())
     except OSError as exc:
         raise CocoEvalInputError(f"{path}: cannot read the file ({exc.strerror})") from exc
