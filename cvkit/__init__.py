@@ -38,6 +38,7 @@ _BUILTIN_MODULES = (
     "cvkit.engine",
     "cvkit.engine.optim",
     "cvkit.evaluation.classification",
+    "cvkit.evaluation.segmentation",
     "cvkit.models",
 )
 _builtins = "absent"  # -> "loading" -> "loaded"

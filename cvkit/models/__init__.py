@@ -3,7 +3,7 @@
 from cvkit.models import preprocessor, task_utils
 from cvkit.models.backbones import timm_backbone, tiny_net
 from cvkit.models.heads import cls_head, retina_head, roi_head, rpn_head
-from cvkit.models.losses import cross_entropy, detection, mse
+from cvkit.models.losses import cross_entropy, detection, mse, segmentation
 from cvkit.models.necks import fpn, global_pool
 from cvkit.models.tasks import classifier, one_stage_detector, retinanet, two_stage_detector
 
@@ -21,6 +21,7 @@ __all__ = [
     "retinanet",
     "roi_head",
     "rpn_head",
+    "segmentation",
     "task_utils",
     "timm_backbone",
     "tiny_net",
