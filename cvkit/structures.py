@@ -129,3 +129,48 @@ class DetPrediction:
     scores: torch.Tensor
     labels: torch.Tensor
     image_id: int
+
+
+# -- semantic segmentation ---------------------------------------------------------------------
+@dataclass
+class SegBatch:
+    """A batch for semantic segmentation.
+
+    Attributes:
+        images: ``Tensor[B, 3, H, W]`` uint8 RGB, zero-padded at the bottom and right to the
+            largest image of the batch (the model pads further to its stride).
+        masks: ``Tensor[B, H, W]`` int64 class indices, padded like the images with the
+            ignore index 255 (which also marks unlabelled pixels); ``None`` when predicting.
+        image_sizes: ``(h, w)`` of each image before padding.
+        orig_sizes: ``(h, w)`` of each image file, to resize predictions back.
+        names: one name per image (file name or id), carried into the predictions.
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor | None
+    image_sizes: list[tuple[int, int]]
+    orig_sizes: list[tuple[int, int]]
+    names: list[str]
+
+    def to(self, device: torch.device | str) -> SegBatch:
+        masks = None if self.masks is None else self.masks.to(device, non_blocking=True)
+        images = self.images.to(device, non_blocking=True)
+        return SegBatch(images, masks, self.image_sizes, self.orig_sizes, self.names)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+@dataclass
+class SegPrediction:
+    """One image's segmentation, in the pixels of the original image file.
+
+    Attributes:
+        mask: ``Tensor[h, w]`` int64 class index per pixel (``h, w`` = the file's size).
+        probs: ``Tensor[K, h, w]`` float32 class probabilities, or ``None`` unless asked for.
+        name: the image's name from the batch.
+    """
+
+    mask: torch.Tensor
+    probs: torch.Tensor | None
+    name: str

@@ -189,6 +189,21 @@ def draw_image(
         ``category_id``, ``bbox`` ``[x, y, w, h]`` (the exact extent of its visible pixels),
         ``area`` (visible pixels), ``iscrowd`` 0 and ``color`` ``[r, g, b]``.
     """
+    picture, objects, _ = draw_scene(rng, image_size, photos)
+    return picture, objects
+
+
+def draw_scene(
+    rng: np.random.Generator, image_size: int, photos: list[np.ndarray]
+) -> tuple[np.ndarray, list[dict], np.ndarray]:
+    """``draw_image``'s image and objects, plus the class of every pixel.
+
+    The same random draws as ``draw_image``, so the pictures are the same.
+
+    Returns:
+        ``(image, objects, classes)``; ``classes`` is ``ndarray[H, W]`` uint8, 0 where the
+        photo shows and ``category_id`` (1 + index into ``CLASSES``) where a shape does.
+    """
     height, width = (round(image_size * f) for f in rng.uniform(0.8, 1.25, size=2))
     picture = _background(rng, photos, height, width)
     count = 0 if rng.random() < _EMPTY_SHARE else int(rng.integers(1, 5))
@@ -210,7 +225,8 @@ def draw_image(
         objects.append(
             {"category_id": cls + 1, "bbox": box, "area": len(xs), "iscrowd": 0, "color": rgb}
         )
-    return picture, objects
+    category = np.array([0] + [cls + 1 for cls, _ in shapes], dtype=np.uint8)
+    return picture, objects, category[owner + 1]  # owner -1 (no shape) -> 0
 
 
 def _place_shape(

@@ -79,3 +79,59 @@ def compose_detection(transforms: list | None, min_visibility: float = 0.0):
         clip=True,
     )
     return A.Compose(transforms, bbox_params=boxes)
+
+
+def compose_segmentation(
+    transforms: list | None, num_classes: int | None = None, ignore_index: int = 255
+):
+    """An ``albumentations.Compose`` that moves an index mask with the image, or ``None``.
+
+    Call it as ``pipeline(image=HWC uint8, mask=HW integer class indices)``. Geometric
+    transforms (flips, resizes, crops, affine) apply to both, colour transforms to the image
+    only. Masks always use nearest-neighbour interpolation, whatever a transform's own
+    ``mask_interpolation`` says: between class 1 and class 3 lies no class 2.
+
+    Mask pixels that a transform creates rather than moves (``PadIfNeeded``, the borders of
+    ``Affine`` or ``Rotate``, ``RandomCrop(pad_if_needed=True)``) take the transform's
+    ``fill_mask``, which albumentations defaults to 0: class 0. Set ``fill_mask: 255`` (the
+    ignore index) so padding counts in neither the loss nor the metrics.
+
+    Args:
+        transforms: built albumentations transforms, applied in order.
+        num_classes: if set, every constant ``fill_mask`` must be a class or ``ignore_index``.
+        ignore_index: the mask value of unlabelled pixels.
+
+    Returns:
+        the pipeline (datasets keep it as ``self.transforms``, so the loader reseeds it per
+        sample), or ``None`` when ``transforms`` is empty.
+
+    Raises:
+        ValueError: a transform fills masks with a value that is neither a class nor
+            ``ignore_index`` (it would reach the loss as an out-of-range class).
+    """
+    if not transforms:
+        return None
+    import albumentations as A
+    import cv2
+
+    if num_classes is not None:
+        _check_mask_fill(transforms, num_classes, ignore_index)
+    # The Compose-level setting overrides every transform's, so no transform can blend classes.
+    return A.Compose(transforms, mask_interpolation=cv2.INTER_NEAREST)
+
+
+def _check_mask_fill(transforms: list, num_classes: int, ignore_index: int) -> None:
+    import cv2
+
+    for transform in transforms:
+        _check_mask_fill(list(getattr(transform, "transforms", [])), num_classes, ignore_index)
+        fill = getattr(transform, "fill_mask", None)
+        if fill is None or getattr(transform, "border_mode", 0) != cv2.BORDER_CONSTANT:
+            continue  # reflected or replicated borders copy mask pixels, which are valid
+        for value in fill if isinstance(fill, (tuple, list)) else (fill,):
+            if value != ignore_index and not (value == int(value) and 0 <= value < num_classes):
+                raise ValueError(
+                    f"{type(transform).__name__} fills masks with fill_mask={value!r}, which is "
+                    f"neither a class (0..{num_classes - 1}) nor the ignore index "
+                    f"{ignore_index}; set fill_mask: {ignore_index}"
+                )

@@ -17,7 +17,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cvkit.data.loader import collate_classification
-from cvkit.engine.evaluate import evaluate_classifier, evaluate_detector
+from cvkit.engine.collate_segmentation import collate_segmentation
+from cvkit.engine.evaluate import evaluate_classifier, evaluate_detector, evaluate_segmenter
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,16 @@ def detection_report(model, loader, device, classes, out_dir: Path) -> dict[str,
     print("\n".join(coco.summary.splitlines()[:12]))
     print(coco.table())
     print(f"predictions drawn: {out_dir / 'predictions.png'}; PR curve: {out_dir / 'pr_curve.png'}")
+    return report
+
+
+def segmentation_report(model, loader, device, classes, out_dir: Path) -> dict[str, Any]:
+    """Per-class IoU and accuracy table (printed) and ``eval.json`` (every number, the
+    confusion matrix included; undefined values are ``null``)."""
+    metrics, evaluator = evaluate_segmenter(model, loader, device)
+    report = {**evaluator.to_json_dict(classes), "metrics": metrics}  # metrics has val_loss
+    (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
+    print(evaluator.summary_table(classes))
     return report
 
 
@@ -95,6 +106,12 @@ TASKS: dict[str, TaskSpec] = {
         lambda m, loader, d: evaluate_detector(m, loader, d)[0],
         detection_report,
         "AP",
+    ),
+    "segmentation": TaskSpec(
+        collate_segmentation,
+        lambda m, loader, d: evaluate_segmenter(m, loader, d)[0],
+        segmentation_report,
+        "mIoU",
     ),
 }
 

@@ -2,16 +2,23 @@
 
 from cvkit.models import preprocessor, task_utils
 from cvkit.models.backbones import timm_backbone, tiny_net
-from cvkit.models.heads import cls_head, retina_head, roi_head, rpn_head
+from cvkit.models.heads import cls_head, fcn_head, retina_head, roi_head, rpn_head
 from cvkit.models.losses import cross_entropy, detection, mse, segmentation
 from cvkit.models.necks import fpn, global_pool
-from cvkit.models.tasks import classifier, one_stage_detector, retinanet, two_stage_detector
+from cvkit.models.tasks import (
+    classifier,
+    one_stage_detector,
+    retinanet,
+    segmenter,
+    two_stage_detector,
+)
 
 __all__ = [
     "classifier",
     "cls_head",
     "cross_entropy",
     "detection",
+    "fcn_head",
     "fpn",
     "global_pool",
     "mse",
@@ -22,6 +29,7 @@ __all__ = [
     "roi_head",
     "rpn_head",
     "segmentation",
+    "segmenter",
     "task_utils",
     "timm_backbone",
     "tiny_net",
