@@ -144,15 +144,21 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "predict",
-        help="classify images with a checkpoint",
-        description="Print the top-k classes with probabilities for each image.",
+        help="classify, detect or segment images with a checkpoint",
+        description="Print the top-k classes with probabilities for each image (a "
+        "classifier), its detections (a detector) or each class's share of its pixels (a "
+        "segmenter).",
     )
     s.add_argument("config", help="the config the checkpoint was trained with")
-    s.add_argument("images", nargs="+", help="image files")
+    s.add_argument("images", nargs="+", help="image files, or folders of images")
     s.add_argument("--checkpoint", required=True, help="a .pt file from a run")
     s.add_argument("--topk", type=int, default=5)
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    s.add_argument("--out", help="detectors: a folder for results.json and the drawn images")
+    s.add_argument(
+        "--out",
+        help="detectors: a folder for results.json and the drawn images; segmenters: for "
+        "an index-mask PNG and a colour overlay per image",
+    )
     s.set_defaults(func=_cmd_predict)
 
     s = sub.add_parser(
@@ -346,6 +352,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(f"{r['image']}: {len(r['detections'])} detections")
             for d in r["detections"][: args.topk]:
                 print(f"  {d['score']:.2f}  {d['class']:<16} {d['bbox_xyxy']}")
+            continue
+        if "class_shares" in r:
+            print(r["image"] + (f" -> {r['mask']}, {r['overlay']}" if "mask" in r else ""))
+            for name, share in sorted(r["class_shares"].items(), key=lambda kv: -kv[1]):
+                print(f"  {share:7.2%}  {name}")
             continue
         print(r["image"])
         for t in r["top"]:

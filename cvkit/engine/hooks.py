@@ -183,13 +183,27 @@ class EarlyStoppingHook(Hook):
 
 @HOOKS.register()
 class LoggerHook(Hook):
-    """Progress bar (loss, LR, it/s, ETA), ``metrics.jsonl`` and TensorBoard events."""
+    """Progress bar (loss, LR, it/s, ETA), ``metrics.jsonl`` and TensorBoard events.
+
+    Each evaluation's line shows ``metric`` (the one ``best.pt`` follows), the known headline
+    metrics the evaluation gives (``SHOWN``) and ``val_loss``; every metric goes to
+    ``metrics.jsonl`` and TensorBoard.
+    """
 
     priority = 70
     sees_partial_eval = True
+    # headline metrics of each task, in this order when present
+    SHOWN = ("top1", "top5", "macro_f1", "AP", "AP50", "mIoU", "pixel_acc")
 
-    def __init__(self, interval: int = 20, tensorboard: bool = True, progress: bool = True) -> None:
+    def __init__(
+        self,
+        interval: int = 20,
+        tensorboard: bool = True,
+        progress: bool = True,
+        metric: str | None = None,
+    ) -> None:
         self.interval, self.tensorboard, self.progress = interval, tensorboard, progress
+        self.metric = metric
         self.writer = None
         self.bar = None
 
@@ -228,8 +242,8 @@ class LoggerHook(Hook):
 
     def after_eval(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         self.write(trainer, "val", {"epoch": trainer.epoch, "step": trainer.step, **metrics})
-        keys = ("top1", "top5", "macro_f1", "AP", "AP50", "val_loss")  # the rest: metrics.jsonl
-        shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
+        keys = dict.fromkeys([*([self.metric] if self.metric else []), *self.SHOWN, "val_loss"])
+        shown = "  ".join(_metric_text(k, metrics[k]) for k in keys if k in metrics)
         trainer.log_line(f"epoch {trainer.epoch}/{trainer.epochs} step {trainer.step}  {shown}")
 
     def after_epoch(self, trainer: Trainer) -> None:
@@ -253,3 +267,10 @@ class LoggerHook(Hook):
             for key, value in record.items():
                 if isinstance(value, float) and math.isfinite(value) and key != "epoch":
                     self.writer.add_scalar(f"{phase}/{key}", value, trainer.step)
+
+
+def _metric_text(name: str, value: Any) -> str:
+    """``name 0.1234``; ``n/a`` for an undefined (NaN or missing) value."""
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return f"{name} {value:.4f}"
+    return f"{name} n/a"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from dataclasses import dataclass
@@ -124,6 +125,45 @@ def check_classes(model: nn.Module, datasets: dict[str, Any], cfg: Config) -> li
     return names or [str(i) for i in range(num_classes or 0)]
 
 
+def check_ignore_index(model: nn.Module, datasets: dict[str, Any], cfg: Config) -> None:
+    """Segmentation: every dataset marks unlabelled pixels with the model's ``ignore_index``.
+
+    The model's value decides which pixels the loss and the metrics skip, and batches are
+    padded with it (``collate_for``); a dataset that writes another value would have its
+    unlabelled pixels scored as a class, or fail as a value out of range mid-run.
+    """
+    expected = getattr(model, "ignore_index", None)
+    if expected is None:
+        return
+    for split, ds in datasets.items():
+        value = getattr(ds, "ignore_index", None)
+        if value is None or value == expected:
+            continue
+        origins = [
+            f"data.{split} in {cfg.describe(f'data.{split}') or 'the config'}",
+            f"model in {cfg.describe('model.ignore_index') or 'the config'}",
+        ]
+        raise ConfigError(
+            f"data.{split} marks unlabelled pixels with {value} but model.ignore_index is "
+            f"{expected}; the data and the model must use one value (batches are padded with "
+            "it too)",
+            where=f"data.{split}.ignore_index",
+            hints=[
+                f"set model.ignore_index={value} (and model.loss.ignore_index if the config "
+                f"sets a loss), or data.{split}.ignore_index={expected}",
+                *origins,
+            ],
+        )
+
+
+def collate_for(task: Any, model: nn.Module) -> Any:
+    """The task's collate function; a segmenter's pads masks with its own ``ignore_index``."""
+    ignore_index = getattr(model, "ignore_index", None)
+    if getattr(model, "task", None) == "segmentation" and ignore_index is not None:
+        return functools.partial(task.collate, ignore_index=ignore_index)
+    return task.collate
+
+
 def _num_classes_key(cfg: Config) -> str:
     """Where the config sets the class count: ``model.head`` or, e.g., ``model.roi_head``."""
     for key, value in (cfg.get("model") or {}).items():
@@ -176,12 +216,13 @@ def train(cfg: Config, resume: str | os.PathLike | None = None) -> RunResult:
             hints=["add `data: {train: {type: ...}}`; `cvkit list datasets`"],
         )
     classes = check_classes(model, datasets, cfg)
+    check_ignore_index(model, datasets, cfg)
     run_dir = resolve_resume(resume).parent if resume is not None else new_run_dir(settings)
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
     device = pick_device(tcfg.device)
     model.to(device)
     task = spec_for(model)
-    loaders = _loaders(settings, datasets, device, task.collate)
+    loaders = _loaders(settings, datasets, device, collate_for(task, model))
     trainer = _trainer(settings, cfg, model, loaders, run_dir, device, classes, task)
     if state is not None:
         trainer.load_state_dict(state)
@@ -226,7 +267,9 @@ def _trainer(settings, cfg, model, loaders, run_dir, device, classes, task) -> T
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     hooks: list[H.Hook] = [
-        H.LoggerHook(tcfg.log_interval, tcfg.tensorboard),
+        H.LoggerHook(
+            tcfg.log_interval, tcfg.tensorboard, metric=ecfg.metric or task.default_metric
+        ),
         H.CheckpointHook(tcfg.checkpoint_interval, ecfg.metric or task.default_metric, ecfg.mode),
     ]
     if tcfg.freeze_backbone_epochs:
@@ -300,6 +343,7 @@ def evaluate(
     if split not in datasets:
         raise ConfigError(f"the config has no data.{split} to evaluate on", where=f"data.{split}")
     classes = check_classes(model, datasets, cfg)
+    check_ignore_index(model, datasets, cfg)
     device = pick_device(settings.train.device)
     model.to(device)
     task = spec_for(model)
@@ -308,7 +352,7 @@ def evaluate(
         settings.data.val_batch_size or settings.data.batch_size,
         shuffle=False,
         num_workers=settings.data.num_workers,
-        collate_fn=task.collate,
+        collate_fn=collate_for(task, model),
     )
     out = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval_{split}"
     out.mkdir(parents=True, exist_ok=True)

@@ -59,13 +59,49 @@ def detection_report(model, loader, device, classes, out_dir: Path) -> dict[str,
 
 
 def segmentation_report(model, loader, device, classes, out_dir: Path) -> dict[str, Any]:
-    """Per-class IoU and accuracy table (printed) and ``eval.json`` (every number, the
-    confusion matrix included; undefined values are ``null``)."""
+    """Per-class IoU and accuracy table (printed), ``eval.json`` (every number, the
+    confusion matrix included; undefined values are ``null``) and ``predictions.png``."""
     metrics, evaluator = evaluate_segmenter(model, loader, device)
     report = {**evaluator.to_json_dict(classes), "metrics": metrics}  # metrics has val_loss
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
+    drawn = draw_first_segmentation_batch(
+        model, loader, device, classes, out_dir / "predictions.png"
+    )
     print(evaluator.summary_table(classes))
+    print(f"predictions drawn: {drawn}")
     return report
+
+
+@torch.no_grad()
+def draw_first_segmentation_batch(model, loader, device, classes, path: Path, limit: int = 8):
+    """The first ``limit`` images of ``loader``, each as its true mask and the model's
+    prediction overlaid side by side, two images a row; a class named ``background`` is left
+    transparent.
+
+    Drawn on the batched images (after the evaluation transforms), from the logits at the
+    batch's pixels, the ones the metrics score.
+    """
+    import numpy as np
+
+    from cvkit.draw import caption, draw_segmentation, save_grid
+
+    loader.sampler.set_epoch(0)
+    batch = next(iter(loader)).to(device)
+    predicted = model(batch.images, batch.image_sizes).argmax(dim=1).cpu().numpy()
+    masks = batch.masks.cpu().numpy()
+    lower = [str(c).lower() for c in classes]
+    background = lower.index("background") if "background" in lower else None
+    cells = []
+    for i in range(min(limit, len(batch))):
+        h, w = batch.image_sizes[i]
+        image = batch.images[i, :, :h, :w].permute(1, 2, 0).cpu().numpy()
+        truth = draw_segmentation(image, masks[i, :h, :w], classes, background=background)
+        guess = draw_segmentation(image, predicted[i, :h, :w], classes, background=background)
+        gap = np.full((h, 2, 3), 255, dtype=np.uint8)
+        cells.append(
+            np.concatenate([caption(truth, "truth"), gap, caption(guess, "prediction")], axis=1)
+        )
+    return save_grid(cells, path, columns=2)
 
 
 @torch.no_grad()
