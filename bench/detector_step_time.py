@@ -1,12 +1,22 @@
-"""Training-step time: cvkit's RetinaNet R50-FPN vs torchvision's retinanet_resnet50_fpn.
+"""Training-step time: cvkit's detectors vs their torchvision counterparts.
 
-The same batch (2 images, 512x512, three boxes each), no pretrained weights, the same number
-of threads, in one process, alternating which goes first. torchvision's own transform is
-pinned to 512 (min_size = max_size = 512) so both models see the same pixels; both use
-trainable batch norm (torchvision's choice without weights) and SGD. A step is forward, loss,
-backward and optimizer step.
+Each entry of ``PAIRS`` compares two models on one task:
 
-    python bench/detector_step_time.py [--steps 5] [--threads 2]
+- ``retinanet``: cvkit's RetinaNet R50-FPN vs torchvision's ``retinanet_resnet50_fpn``.
+- ``faster_rcnn``: cvkit's FasterRCNN R50-FPN (P2-P5 + max-pooled P6, RPN 2000/2000
+  proposals in training, 512 sampled RoIs, 1024-wide box head) vs torchvision's
+  ``fasterrcnn_resnet50_fpn`` with the same settings (its defaults).
+
+Both models of a pair get the same batch (2 images, 512x512, three boxes each), no
+pretrained weights and the same number of threads, in one process, alternating which goes
+first from round to round. torchvision's own transform is pinned to 512 (min_size = max_size
+= 512) so both models see the same pixels; both use trainable batch norm (torchvision's choice
+without weights) and SGD. A step is forward, loss, backward and optimizer step; each round
+times ``--steps`` steps after one warm-up step and prints their median, and the summary gives
+the median over all rounds and the cvkit / torchvision ratio.
+
+    python bench/detector_step_time.py [--model retinanet|faster_rcnn|all] [--steps 5] [--rounds 2]
+        [--threads 2]
 """
 
 from __future__ import annotations
@@ -14,15 +24,31 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torchvision
+from torch import nn
 
 import cvkit
 from cvkit.structures import DetBatch, DetTarget
 
+Step = Callable[[nn.Module, torch.optim.Optimizer, torch.Tensor, list[dict]], None]
+
+
+class Pair(NamedTuple):
+    """One comparison: how to build each model and run one training step on it."""
+
+    build_cvkit: Callable[[], nn.Module]
+    cvkit_step: Step
+    build_torchvision: Callable[[], nn.Module]
+    torchvision_step: Step
+
 
 def batch(num_classes: int = 80) -> tuple[torch.Tensor, list[dict]]:
+    """``images`` ``Tensor[2, 3, 512, 512]`` uint8 and per image ``{"boxes", "labels"}``
+    (xyxy pixels; labels from 0, no background class)."""
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (2, 3, 512, 512), generator=g, dtype=torch.uint8)
     boxes = torch.tensor(
@@ -56,7 +82,7 @@ def torchvision_step(model, opt, images, targets) -> None:
     opt.step()
 
 
-def build_cvkit():
+def build_cvkit_retinanet() -> nn.Module:
     return cvkit.build(
         {
             "type": "RetinaNet",
@@ -69,13 +95,47 @@ def build_cvkit():
     )
 
 
-def build_torchvision():
+def build_torchvision_retinanet() -> nn.Module:
     return torchvision.models.detection.retinanet_resnet50_fpn(
         weights=None, weights_backbone=None, num_classes=81, min_size=512, max_size=512
     )
 
 
-def time_steps(step, model, images, targets, n: int) -> list[float]:
+def build_cvkit_faster_rcnn() -> nn.Module:
+    return cvkit.build(
+        {
+            "type": "FasterRCNN",
+            "backbone": {"type": "TimmBackbone", "name": "resnet50", "out_indices": [1, 2, 3, 4]},
+            "neck": {
+                "type": "FPN",
+                "out_channels": 256,
+                "extra_levels": 1,
+                "extra_type": "maxpool",
+            },
+            "rpn_head": {"type": "RPNHead"},
+            "roi_head": {"type": "RoIHead", "num_classes": 80},
+        },
+        cvkit.MODELS,
+    )
+
+
+def build_torchvision_faster_rcnn() -> nn.Module:
+    return torchvision.models.detection.fasterrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, num_classes=81, min_size=512, max_size=512
+    )
+
+
+PAIRS: dict[str, Pair] = {
+    "retinanet": Pair(
+        build_cvkit_retinanet, cvkit_step, build_torchvision_retinanet, torchvision_step
+    ),
+    "faster_rcnn": Pair(
+        build_cvkit_faster_rcnn, cvkit_step, build_torchvision_faster_rcnn, torchvision_step
+    ),
+}
+
+
+def time_steps(step: Step, model: nn.Module, images, targets, n: int) -> list[float]:
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     step(model, opt, images, targets)  # warm-up: kernels for this shape, allocations
@@ -87,31 +147,47 @@ def time_steps(step, model, images, targets, n: int) -> list[float]:
     return times
 
 
+def compare(name: str, pair: Pair, steps: int, rounds: int) -> dict[str, float]:
+    """Time both models of ``pair``; returns the median step time of each and their ratio."""
+    images, targets = batch()
+    models = {
+        "cvkit": (pair.build_cvkit(), pair.cvkit_step),
+        "torchvision": (pair.build_torchvision(), pair.torchvision_step),
+    }
+    params = {k: sum(p.numel() for p in m.parameters()) for k, (m, _) in models.items()}
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for r in range(rounds):
+        # alternate which goes first: neither always runs on a warmer (or busier) machine
+        for side in list(models) if r % 2 == 0 else list(models)[::-1]:
+            model, step = models[side]
+            t = time_steps(step, model, images, targets, steps)
+            times[side] += t
+            med = statistics.median(t)
+            print(f"{name} round {r + 1} {side:>11}: median {med:.3f} s/step", flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for k in models:
+        print(
+            f"{name} {k:>11}: {med[k]:.3f} s/step (median of {len(times[k])}), "
+            f"{params[k]:,} parameters"
+        )
+    return {**med, "ratio": med["cvkit"] / med["torchvision"]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", choices=[*PAIRS, "all"], default="retinanet")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    images, targets = batch()
-    models = {
-        "cvkit": (build_cvkit(), cvkit_step),
-        "torchvision": (build_torchvision(), torchvision_step),
-    }
-    params = {k: sum(p.numel() for p in m.parameters()) for k, (m, _) in models.items()}
-    times: dict[str, list[float]] = {k: [] for k in models}
-    for r in range(args.rounds):
-        for name in list(models) if r % 2 == 0 else list(models)[::-1]:
-            model, step = models[name]
-            t = time_steps(step, model, images, targets, args.steps)
-            times[name] += t
-            print(f"round {r + 1} {name:>11}: median {statistics.median(t):.3f} s/step", flush=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    for k in models:
-        print(f"{k:>11}: {med[k]:.3f} s/step (median of {len(times[k])}), {params[k]:,} parameters")
-    print(f"cvkit / torchvision = {med['cvkit'] / med['torchvision']:.3f}  (goal: <= 1.0)")
+    names = list(PAIRS) if args.model == "all" else [args.model]
+    results = {}
+    for name in names:
+        torch.manual_seed(0)
+        results[name] = compare(name, PAIRS[name], args.steps, args.rounds)
+    for name, r in results.items():
+        print(f"{name}: cvkit / torchvision = {r['ratio']:.3f}  (goal: <= 1.0)")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import torch
 
 import cvkit
 from cvkit.models.heads.retina_head import RetinaHead, flatten_level
+from cvkit.models.losses.detection import IoULoss
 from cvkit.models.necks.fpn import FPN
 from cvkit.models.preprocessor import Preprocessor
 from cvkit.registry import MODELS
@@ -139,3 +140,119 @@ def test_crowd_and_empty_targets():
 def test_head_anchor_count_must_match_the_generator():
     with pytest.raises(cvkit.ConfigError, match="predicts 6 anchors per location but the anchor"):
         tiny_retinanet(num_anchor_sizes=2)
+
+
+def reference_loss(model, batch, cls_loss=None):
+    """The detector's loss written plainly, image by image: one-hot targets, boolean masks,
+    torchvision's focal loss (``cls_loss`` replaces it), the model's own box loss."""
+    from torchvision.ops import sigmoid_focal_loss
+
+    cls_loss = cls_loss or (lambda x, t: sigmoid_focal_loss(x, t, 0.25, 2.0, reduction="sum"))
+    (logits, deltas), sizes = model(batch.images, batch.image_sizes)
+    logits, deltas = torch.cat(logits, 1), torch.cat(deltas, 1)
+    anchors = model.anchors(sizes, deltas)
+    loss_cls, loss_box, num_pos = 0.0, 0.0, 0
+    for i, target in enumerate(batch.targets):
+        matched = model.match(target, anchors)
+        valid, pos = matched != -2, matched >= 0
+        onehot = torch.zeros_like(logits[i])
+        onehot[pos, target.labels[matched[pos]]] = 1.0
+        loss_cls = loss_cls + cls_loss(logits[i][valid], onehot[valid])
+        gt = target.boxes[matched[pos]]
+        loss_box = loss_box + model._box_loss(deltas[i][pos], gt, anchors[pos])
+        num_pos += int(pos.sum())
+    norm = max(1, num_pos)
+    return {"loss_cls": loss_cls / norm, "loss_box": loss_box / norm}
+
+
+def batch_with_crowd_and_empty():
+    """Three images: two boxes of two classes; no boxes at all; a box and a crowd box."""
+    torch.manual_seed(1)
+    images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    no_boxes = DetTarget(
+        torch.zeros(0, 4),
+        torch.zeros(0, dtype=torch.int64),
+        torch.zeros(0, dtype=torch.bool),
+        2,
+        (64, 64),
+    )
+    targets = [
+        DetTarget(
+            torch.tensor([[4.0, 6.0, 30.0, 28.0], [30.0, 30.0, 60.0, 62.0]]),
+            torch.tensor([1, 0]),
+            torch.tensor([False, False]),
+            1,
+            (64, 64),
+        ),
+        no_boxes,
+        DetTarget(
+            torch.tensor([[10.0, 12.0, 26.0, 30.0], [34.0, 2.0, 62.0, 40.0]]),
+            torch.tensor([0, 1]),
+            torch.tensor([False, True]),
+            3,
+            (64, 64),
+        ),
+    ]
+    return DetBatch(images, [(64, 64)] * 3, targets)
+
+
+def _loss_and_grads(model, losses):
+    total = sum(losses.values())
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(total, params, allow_unused=True)  # TinyNet's unused stage
+    return {k: v.item() for k, v in losses.items()}, [g for g in grads if g is not None]
+
+
+@pytest.mark.parametrize("box_loss", [None, IoULoss()], ids=["l1", "giou"])
+def test_batched_loss_equals_the_per_image_reference(box_loss):
+    model = tiny_retinanet()
+    model.box_loss = box_loss or model.box_loss
+    batch = batch_with_crowd_and_empty()
+    # the batch exercises every case: positives, ignored anchors near the crowd box
+    (_, deltas), sizes = model(batch.images, batch.image_sizes)
+    anchors = model.anchors(sizes, torch.cat(deltas, 1))
+    crowd_image = model.match(batch.targets[2], anchors)
+    assert (crowd_image >= 0).any() and (crowd_image == -2).any()
+    assert (model.match(batch.targets[1], anchors) == -1).all()
+
+    got, got_grads = _loss_and_grads(model, model.loss(batch))
+    want, want_grads = _loss_and_grads(model, reference_loss(model, batch))
+    assert got == pytest.approx(want, rel=1e-5)
+    for g, w in zip(got_grads, want_grads):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-7)
+
+
+def test_cls_loss_without_forward_labels_gets_one_hot_targets():
+    from torchvision.ops import sigmoid_focal_loss
+
+    class PlainFocal(torch.nn.Module):  # a cls_loss that only knows one-hot targets
+        def forward(self, logits, targets):
+            return sigmoid_focal_loss(logits, targets, 0.5, 1.0, reduction="sum")
+
+    model = tiny_retinanet()
+    model.cls_loss = PlainFocal()
+    batch = batch_with_crowd_and_empty()
+    got = model.loss(batch)["loss_cls"].item()
+    want = reference_loss(model, batch, cls_loss=PlainFocal())["loss_cls"].item()
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_levels_without_positives_stay_out_of_the_box_backward():
+    model = tiny_retinanet()
+    batch = batch_with_crowd_and_empty()
+    batch.targets[0] = batch.targets[1]  # no boxes
+    batch.targets[2].iscrowd[:] = False
+    batch.targets[2].boxes[:] = torch.tensor([[24.0, 24.0, 40.0, 40.0], [20.0, 22.0, 37.0, 38.0]])
+    outputs = {}
+    head_forward = model.head.forward
+
+    def recording_forward(feats):
+        logits, outputs["deltas"] = head_forward(feats)
+        return logits, outputs["deltas"]
+
+    model.head.forward = recording_forward
+    loss_box = model.loss(batch)["loss_box"]
+    grads = torch.autograd.grad(loss_box, outputs["deltas"], allow_unused=True)
+    # 16-pixel boxes match the size-16 anchors of level 0 only
+    assert grads[0] is not None and grads[0].abs().sum() > 0
+    assert grads[1] is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cvkit.models.losses.detection import FocalLoss, SmoothL1Loss
@@ -25,7 +26,9 @@ class OneStageDetector(nn.Module):
         anchor_generator: anchors per level, in the head's order.
         box_coder: encodes matched boxes as deltas and decodes predictions.
         matcher: IoU matrix -> matched gt index, ``-1`` background, ``-2`` ignore.
-        cls_loss: on logits vs one-hot targets, summed (default ``FocalLoss()``).
+        cls_loss: summed over the non-ignored anchors (default ``FocalLoss()``). A loss with
+            ``forward_labels(logits, labels, weights)`` (``FocalLoss``) gets class indices;
+            any other gets one-hot targets.
         box_loss: on deltas (``SmoothL1Loss``) or decoded boxes (``IoULoss``), summed.
         preprocessor: normalises and pads to the coarsest stride.
         score_threshold, topk_candidates, nms_threshold, max_detections: prediction.
@@ -84,26 +87,82 @@ class OneStageDetector(nn.Module):
         return torch.cat(per_level)
 
     def loss(self, batch: DetBatch) -> dict[str, torch.Tensor]:
-        """``{"loss_cls", "loss_box"}``; needs ``batch.targets``."""
+        """``{"loss_cls", "loss_box"}``; needs ``batch.targets``.
+
+        Every image is matched first; then each loss is computed once over the whole batch,
+        not image by image: the classification logits ``[B, A, K]`` are the largest tensor
+        of the step, and per-image one-hot targets and boolean-mask copies of them cost
+        more than the loss itself.
+        """
         if batch.targets is None:
             raise ValueError("OneStageDetector.loss needs targets; this batch has none")
         (logits, deltas), sizes = self(batch.images, batch.image_sizes)
-        logits, deltas = torch.cat(logits, 1), torch.cat(deltas, 1)
-        anchors = self.anchors(sizes, deltas)
-        cls_terms, box_terms, num_pos = [], [], 0
-        for i, target in enumerate(batch.targets):
-            matched = self.match(target, anchors)
-            valid = matched != IGNORE
-            pos = matched >= 0
-            onehot = torch.zeros_like(logits[i])
-            onehot[pos, target.labels[matched[pos]]] = 1.0
-            cls_terms.append(self.cls_loss(logits[i][valid], onehot[valid]))
-            box_terms.append(
-                self._box_loss(deltas[i][pos], target.boxes[matched[pos]], anchors[pos])
-            )
-            num_pos += int(pos.sum())
-        norm = max(1.0, float(num_pos))
-        return {"loss_cls": sum(cls_terms) / norm, "loss_box": sum(box_terms) / norm}
+        anchors = self.anchors(sizes, deltas[0])
+        matched = torch.stack([self.match(t, anchors) for t in batch.targets])  # [B, A]
+        norm = max(1.0, float((matched >= 0).sum()))
+        labels = _matched_labels(matched, batch.targets).flatten()
+        keep = (matched != IGNORE).flatten()
+        loss_cls = self._cls_loss(torch.cat(logits, 1).flatten(0, 1), labels, keep)
+        loss_box = self._positive_box_loss(deltas, anchors, matched, batch.targets)
+        return {"loss_cls": loss_cls / norm, "loss_box": loss_box / norm}
+
+    def _cls_loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor
+    ) -> torch.Tensor:
+        """Summed classification loss of the kept rows.
+
+        Args:
+            logits: ``Tensor[N, K]``.
+            labels: ``Tensor[N]`` int64, the matched gt's class or ``-1`` (background).
+            keep: ``Tensor[N]`` bool, False for ignored anchors.
+        """
+        if hasattr(self.cls_loss, "forward_labels"):  # FocalLoss: no one-hot, no row copies
+            return self.cls_loss.forward_labels(logits, labels, keep.to(logits.dtype))
+        # any other loss takes one-hot targets; -1 -> the dropped column 0 -> all zeros
+        rows = torch.nonzero(keep).squeeze(1)
+        onehot = F.one_hot(labels.index_select(0, rows) + 1, logits.shape[1] + 1)[:, 1:]
+        return self.cls_loss(logits.index_select(0, rows), onehot.to(logits.dtype))
+
+    def _positive_box_loss(
+        self,
+        deltas: list[torch.Tensor],
+        anchors: torch.Tensor,
+        matched: torch.Tensor,
+        targets: list[DetTarget],
+    ) -> torch.Tensor:
+        """Summed box loss of the positive anchors of the whole batch.
+
+        Each level's positives are gathered from that level's deltas, never from all levels
+        concatenated: a level with no positives then stays out of the backward pass. Its
+        gradient is zero, but autograd would still run the box tower's backward on it (on
+        P3, the largest level, about a quarter of the head's backward).
+
+        Args:
+            deltas: per level ``Tensor[B, A_l, 4]``.
+            anchors: ``Tensor[A, 4]``, levels concatenated (``A = sum(A_l)``).
+            matched: ``Tensor[B, A]``, the matcher's output per image.
+            targets: the batch's targets.
+        """
+        num_anchors = anchors.shape[0]
+        # rows into the gts of all images stacked (image i's gt j: counts[:i].sum() + j)
+        counts = torch.tensor([len(t.boxes) for t in targets], device=matched.device)
+        gt_rows = (matched + (torch.cumsum(counts, 0) - counts)[:, None]).flatten()
+        pos_deltas, pos_rows = [], []  # rows into the B * A (image, anchor) pairs
+        start = 0
+        for level in deltas:
+            size = level.shape[1]
+            image, anchor = torch.nonzero(matched[:, start : start + size] >= 0, as_tuple=True)
+            if len(image):
+                # index_select, not tensor[idx]: on CPU it is much faster for [N, 4] rows
+                pos_deltas.append(level.reshape(-1, 4).index_select(0, image * size + anchor))
+                pos_rows.append(image * num_anchors + start + anchor)
+            start += size
+        if not pos_deltas:  # an empty slice of the smallest level keeps the loss in the graph
+            return self._box_loss(deltas[-1].reshape(-1, 4)[:0], anchors[:0], anchors[:0])
+        rows = torch.cat(pos_rows)
+        gt = torch.cat([t.boxes for t in targets]).index_select(0, gt_rows.index_select(0, rows))
+        pos_anchors = anchors.index_select(0, rows % num_anchors)
+        return self._box_loss(torch.cat(pos_deltas), gt, pos_anchors)
 
     def match(self, target: DetTarget, anchors: torch.Tensor) -> torch.Tensor:
         """Anchor -> matched gt index, ``-1`` background, ``-2`` ignore: ``Tensor[A]``."""
@@ -157,3 +216,18 @@ class OneStageDetector(nn.Module):
             scale = (target.orig_size[0] / size[0], target.orig_size[1] / size[1])
         factor = boxes.new_tensor([scale[1], scale[0], scale[1], scale[0]])
         return DetPrediction(boxes * factor, scores, labels, image_id)
+
+
+def _matched_labels(matched: torch.Tensor, targets: list[DetTarget]) -> torch.Tensor:
+    """The class of each anchor's matched gt, ``-1`` where it has none: ``Tensor[B, A]``.
+
+    Args:
+        matched: ``Tensor[B, A]``, gt index per anchor or a negative matcher code.
+        targets: the batch's ``B`` targets.
+    """
+    labels = torch.full_like(matched, -1)
+    for i, target in enumerate(targets):
+        if len(target.labels):
+            gt_labels = target.labels.index_select(0, matched[i].clamp(min=0))
+            labels[i] = torch.where(matched[i] >= 0, gt_labels, -1)
+    return labels

@@ -1,0 +1,381 @@
+"""COCO bbox evaluation speed: cvkit vs pycocotools vs faster-coco-eval on the same files.
+
+For each size, COCO-like ground truth and results (``cvkit.evaluation.coco.synthetic``:
+80 classes, about 7 objects and up to 100 detections per image, crowd regions, every area
+range) are written once to ``--data-dir`` and reused. Each backend then scores those files in
+a fresh Python process per measurement, so imports, caches and peak memory belong to that
+backend alone. The timed region runs from the two file paths to the 12 stats
+(``evaluate_coco(gt_path, results_path, backend=...)``), file reading included; importing
+cvkit (which imports torch) and the backend happens before it and is reported on its own.
+
+Prints a markdown table per size (read / load / evaluate / accumulate / total, peak RSS,
+the largest |stat - pycocotools|, speed ratios) and how time grows with the image count, and
+writes every number to ``bench/results/coco_eval_speed.json``.
+
+    python bench/coco_eval_speed.py [--sizes 500 5000 20000] [--repeats 3]
+        [--backends cvkit pycocotools faster-coco-eval] [--data-dir bench/data/coco_like]
+        [--once-above 60] [--out bench/results/coco_eval_speed.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKENDS = ("cvkit", "pycocotools", "faster-coco-eval")
+PHASES = ("read", "load", "evaluate", "accumulate", "total")
+REFERENCE = "pycocotools"  # the numbers every backend must reproduce
+
+
+# --------------------------------------------------------------------------- child process
+
+
+def child(backend: str, gt_path: str, results_path: str) -> None:
+    """One measurement: import, then time ``evaluate_coco`` from paths; print one JSON line."""
+    t0 = time.perf_counter()
+    # Import everything the backend needs before the clock starts: importing cvkit imports
+    # torch (seconds) and the reference backends import lazily inside evaluate_coco, which
+    # would otherwise charge their import to the first phase.
+    from cvkit.evaluation.coco_map import evaluate_coco
+
+    if backend == "cvkit":
+        import cvkit.evaluation.coco.accumulate
+        import cvkit.evaluation.coco.match  # noqa: F401
+    elif backend == "pycocotools":
+        import pycocotools.cocoeval  # noqa: F401
+    else:
+        import faster_coco_eval  # noqa: F401
+    import_s = time.perf_counter() - t0
+    baseline_mb = _max_rss_mb()  # what the interpreter + imports hold before any work
+
+    cpu0 = _cpu_s()
+    result = evaluate_coco(gt_path, results_path, backend=backend)
+    # CPU seconds barely move when other processes compete for the cores; wall time does
+    cpu_s = _cpu_s() - cpu0
+
+    record = {
+        "import_s": import_s,
+        "baseline_rss_mb": baseline_mb,
+        "peak_rss_mb": _max_rss_mb(),
+        "vm_hwm_mb": _vm_hwm_mb(),
+        "cpu_s": cpu_s,
+        "timings": result.timings,
+        "stats": result.stats,
+    }
+    # The reference backends print; the record is the last line so the parent can find it.
+    print("\n" + json.dumps(record))
+
+
+def _max_rss_mb() -> float:
+    # Linux carries ru_maxrss over from the parent through fork and exec, so this is only
+    # the child's own peak because the parent stays smaller than any child (see main).
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _vm_hwm_mb() -> float:
+    """The peak RSS of this process's own memory map (fresh at exec): a cross-check."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(backend: str, gt_path: Path, results_path: Path) -> dict:
+    """Run ``child`` in a fresh interpreter and return its record."""
+    return _run_self("--child", backend, str(gt_path), str(results_path))
+
+
+def _run_self(*args: str) -> dict:
+    """Run this script with ``args`` in a fresh interpreter; its last stdout line is JSON."""
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-4000:]}")
+    *messages, record = proc.stdout.strip().splitlines()
+    if "--prepare" in args:  # pass on "generated ..."; a backend's own log is noise here
+        for line in filter(None, messages):
+            print(line)
+    return json.loads(record)
+
+
+def prepare(num_images: int, data_dir: Path, seed: int) -> None:
+    """Make (or find) this size's files and describe them; print one JSON line."""
+    gt_path, res_path = data_files(num_images, data_dir, seed)
+    record = {"gt": str(gt_path), "results": str(res_path), **describe(gt_path, res_path)}
+    print("\n" + json.dumps(record))
+
+
+# --------------------------------------------------------------------------- data
+
+
+def data_files(num_images: int, data_dir: Path, seed: int) -> tuple[Path, Path]:
+    """The cached ``(gt, results)`` files for this size, generated on the first call."""
+    gt_path = data_dir / f"coco_like_{num_images}_seed{seed}_gt.json"
+    res_path = data_dir / f"coco_like_{num_images}_seed{seed}_results.json"
+    if gt_path.exists() and res_path.exists():
+        return gt_path, res_path
+    import orjson
+
+    from cvkit.evaluation.coco.synthetic import coco_like
+
+    t0 = time.perf_counter()
+    gt, results = coco_like(num_images, seed=seed)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for path, obj in ((gt_path, gt), (res_path, results)):
+        # write then rename: an interrupted run must not leave a truncated file in the cache
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(obj))
+        tmp.replace(path)
+    print(f"generated {num_images} images in {time.perf_counter() - t0:.1f}s -> {data_dir}")
+    return gt_path, res_path
+
+
+def describe(gt_path: Path, res_path: Path) -> dict:
+    """Check the generated data against the description: counts, crowd share, area ranges."""
+    import numpy as np
+    import orjson
+
+    gt = orjson.loads(gt_path.read_bytes())
+    results = orjson.loads(res_path.read_bytes())
+    num_images = len(gt["images"])
+    anns = gt["annotations"]
+    crowd = np.array([a["iscrowd"] for a in anns], dtype=bool)
+    # pycocotools assigns ground truth to area ranges by its "area" field, detections by w*h
+    gt_area = np.array([a["area"] for a in anns])
+    det_area = np.array([r["bbox"][2] * r["bbox"][3] for r in results])
+    per_image = np.bincount(np.unique([r["image_id"] for r in results], return_inverse=True)[1])
+    objects = np.bincount(np.unique([a["image_id"] for a in anns], return_inverse=True)[1])
+    gt_cats = {a["category_id"] for a in anns}
+    return {
+        "images": num_images,
+        "categories": len(gt["categories"]),
+        "categories_without_gt": len(gt["categories"]) - len(gt_cats),
+        "objects_per_image": len(anns) / num_images,
+        "images_without_objects": num_images - len(objects),
+        "detections_per_image": len(results) / num_images,
+        "max_detections_per_image": int(per_image.max()),
+        "max_objects_per_image": int(objects.max()),
+        "crowd_share": float(crowd.mean()),
+        "gt_area_shares": _area_shares(gt_area[~crowd]),
+        "det_area_shares": _area_shares(det_area),
+        "gt_mb": gt_path.stat().st_size / 2**20,
+        "results_mb": res_path.stat().st_size / 2**20,
+    }
+
+
+def _area_shares(area) -> dict[str, float]:
+    small, large = area < 32**2, area >= 96**2
+    return {
+        "small": float(small.mean()),
+        "medium": float((~small & ~large).mean()),
+        "large": float(large.mean()),
+    }
+
+
+def print_description(d: dict) -> None:
+    g, r = d["gt_area_shares"], d["det_area_shares"]
+    print(
+        f"data: {d['images']} images ({d['gt_mb']:.1f} + {d['results_mb']:.1f} MB), "
+        f"{d['categories']} classes ({d['categories_without_gt']} without gt); "
+        f"{d['objects_per_image']:.2f} objects/image (max {d['max_objects_per_image']}, "
+        f"{d['images_without_objects']} images without any), "
+        f"{d['detections_per_image']:.1f} detections/image (max "
+        f"{d['max_detections_per_image']}); crowd {d['crowd_share']:.1%}; "
+        f"gt area small/medium/large {g['small']:.0%}/{g['medium']:.0%}/{g['large']:.0%}, "
+        f"detections {r['small']:.0%}/{r['medium']:.0%}/{r['large']:.0%}"
+    )
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+def bench_size(paths: tuple[Path, Path], backends: list[str], repeats: int, once_above: float):
+    """``{backend: [record, ...]}``. Repeats go round-robin over the backends so a burst of
+    load from another process hits every backend rather than one; a backend whose first run
+    took longer than ``once_above`` seconds is not repeated (pycocotools on 20,000 images)."""
+    runs: dict[str, list[dict]] = {b: [] for b in backends}
+    for rep in range(repeats):
+        for backend in backends:
+            if rep > 0 and runs[backend][0]["timings"]["total"] > once_above:
+                continue
+            record = measure(backend, *paths)
+            runs[backend].append(record)
+            print(f"  {backend:<17} run {rep + 1}: {record['timings']['total']:.2f}s", flush=True)
+    return runs
+
+
+def summarize_backend(records: list[dict]) -> dict:
+    """The run with the median total (its phases add up to it), plus memory and import time."""
+    ordered = sorted(records, key=lambda r: r["timings"]["total"])
+    median = ordered[(len(ordered) - 1) // 2]  # the lower median for an even count
+    return {
+        "runs": len(records),
+        "timings": {p: median["timings"][p] for p in PHASES},
+        "cpu_s": median["cpu_s"],
+        "all_totals": [r["timings"]["total"] for r in records],
+        "import_s": statistics.median(r["import_s"] for r in records),
+        "baseline_rss_mb": max(r["baseline_rss_mb"] for r in records),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in records),
+        "vm_hwm_mb": max(r["vm_hwm_mb"] for r in records),
+        "stats": median["stats"],
+        # every repeat must give the same numbers; a difference would mean non-determinism
+        "stats_vary_between_runs": any(r["stats"] != median["stats"] for r in records),
+    }
+
+
+def compare(summary: dict[str, dict]) -> None:
+    """Add the largest |stat - pycocotools| and the speed ratios to each backend's summary."""
+    ref = summary.get(REFERENCE)
+    for s in summary.values():
+        s["max_abs_diff_vs_pycocotools"] = (
+            max(abs(s["stats"][k] - ref["stats"][k]) for k in ref["stats"]) if ref else None
+        )
+        for other in ("pycocotools", "faster-coco-eval"):
+            if other in summary:
+                ratio = summary[other]["timings"]["total"] / s["timings"]["total"]
+                s[f"speedup_vs_{other}"] = ratio
+                s[f"cpu_speedup_vs_{other}"] = summary[other]["cpu_s"] / s["cpu_s"]
+
+
+def table(summary: dict[str, dict]) -> str:
+    head = (
+        "| backend | read s | load s | evaluate s | accumulate s | total s (median) | CPU s | runs "
+        "| import s | RSS after import MB | peak RSS MB | max abs diff vs pycocotools "
+        "| x faster than pycocotools | x faster than faster-coco-eval |"
+    )
+    lines = [head, "|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|"]
+    for backend, s in summary.items():
+        t = s["timings"]
+        diff = s["max_abs_diff_vs_pycocotools"]
+        cells = [
+            backend,
+            *(f"{t[p]:.3f}" for p in PHASES),
+            f"{s['cpu_s']:.2f}",
+            str(s["runs"]),
+            f"{s['import_s']:.2f}",
+            f"{s['baseline_rss_mb']:.0f}",
+            f"{s['peak_rss_mb']:.0f}",
+            "n/a" if diff is None else f"{diff:.1e}" if diff else "0",
+            _ratio(s.get("speedup_vs_pycocotools")),
+            _ratio(s.get("speedup_vs_faster-coco-eval")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def goal(summary: dict[str, dict]) -> str:
+    """The issue's target: identical stats, and cvkit at most half of faster-coco-eval's time."""
+    cvkit = summary.get("cvkit", {})
+    speedup = cvkit.get("speedup_vs_faster-coco-eval")
+    diff = cvkit.get("max_abs_diff_vs_pycocotools")
+    return (
+        f"\ngoal: stats identical to pycocotools: {'n/a' if diff is None else diff == 0}; "
+        f"cvkit total <= half of faster-coco-eval's: "
+        f"{'n/a' if speedup is None else speedup >= 2} ({_ratio(speedup)})"
+    )
+
+
+def _ratio(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}x"
+
+
+def scaling(results: dict[int, dict], backends: list[str]) -> str:
+    """Total time per size, per image, and the exponent b in time ~ images^b between the
+    smallest and the largest size (1 = linear)."""
+    sizes = sorted(results)
+    columns = " | ".join(f"{n} images: s (us/image)" for n in sizes)
+    lines = [f"| backend | {columns} | exponent |"]
+    lines.append("|" + "---|" * (len(sizes) + 2))
+    for b in backends:
+        totals = [results[n]["backends"][b]["timings"]["total"] for n in sizes]
+        cells = [f"{t:.2f} ({1e6 * t / n:.0f})" for t, n in zip(totals, sizes)]
+        exponent = (
+            math.log(totals[-1] / totals[0]) / math.log(sizes[-1] / sizes[0])
+            if len(sizes) > 1
+            else float("nan")
+        )
+        lines.append(f"| {b} | " + " | ".join(cells) + f" | {exponent:.2f} |")
+    return "\n".join(lines)
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "cpus": os.cpu_count()}
+    for pkg in ("numpy", "orjson", "pycocotools", "faster-coco-eval", "torch"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 5000, 20000])
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--once-above", type=float, default=float("inf"),
+        help="seconds: a backend whose first run takes longer is run once at that size",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "bench/data/coco_like")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/coco_eval_speed.json")
+    parser.add_argument("--child", nargs=3, metavar=("BACKEND", "GT", "RESULTS"))
+    parser.add_argument("--prepare", type=int, metavar="NUM_IMAGES")
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    if args.prepare:
+        prepare(args.prepare, args.data_dir, args.seed)
+        return
+
+    report = {
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "versions": versions(),
+        "loadavg_start": os.getloadavg(),
+        "sizes": {},
+    }
+    for n in args.sizes:
+        print(f"\n## {n} images")
+        # Generating and describing the data happen in a child too: the parent must stay
+        # small, or every measurement child would inherit its peak RSS (see _max_rss_mb).
+        data = _run_self("--prepare", str(n), "--data-dir", str(args.data_dir),
+                         "--seed", str(args.seed))  # fmt: skip
+        paths = Path(data.pop("gt")), Path(data.pop("results"))
+        print_description(data)
+        runs = bench_size(paths, args.backends, args.repeats, args.once_above)
+        summary = {b: summarize_backend(r) for b, r in runs.items()}
+        compare(summary)
+        print()
+        print(table(summary))
+        print(goal(summary))
+        report["sizes"][n] = {"data": data, "backends": summary, "runs": runs}
+
+    if len(args.sizes) > 1:
+        print("\n## scaling (median total)\n")
+        print(scaling(report["sizes"], args.backends))
+    report["loadavg_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
