@@ -14,7 +14,7 @@ writes every number to ``bench/results/coco_eval_speed.json``.
 
     python bench/coco_eval_speed.py [--sizes 500 5000 20000] [--repeats 3]
         [--backends cvkit pycocotools faster-coco-eval] [--data-dir bench/data/coco_like]
-        [--once-above 60] [--out bench/results/coco_eval_speed.json]
+        [--once-above SECONDS] [--out bench/results/coco_eval_speed.json] [--resume]
 """
 
 from __future__ import annotations
@@ -336,6 +336,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, default=ROOT / "bench/data/coco_like")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/coco_eval_speed.json")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="keep the sizes an earlier, interrupted run already wrote to --out",
+    )  # fmt: skip
     parser.add_argument("--child", nargs=3, metavar=("BACKEND", "GT", "RESULTS"))
     parser.add_argument("--prepare", type=int, metavar="NUM_IMAGES")
     args = parser.parse_args()
@@ -349,32 +353,59 @@ def main() -> None:
     report = {
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "versions": versions(),
-        "loadavg_start": os.getloadavg(),
         "sizes": {},
     }
+    done = _finished_sizes(args) if args.resume else {}
     for n in args.sizes:
         print(f"\n## {n} images")
-        # Generating and describing the data happen in a child too: the parent must stay
-        # small, or every measurement child would inherit its peak RSS (see _max_rss_mb).
-        data = _run_self("--prepare", str(n), "--data-dir", str(args.data_dir),
-                         "--seed", str(args.seed))  # fmt: skip
-        paths = Path(data.pop("gt")), Path(data.pop("results"))
-        print_description(data)
-        runs = bench_size(paths, args.backends, args.repeats, args.once_above)
-        summary = {b: summarize_backend(r) for b, r in runs.items()}
-        compare(summary)
+        if str(n) in done:
+            entry = done[str(n)]
+            print("(kept from an earlier run: --resume)")
+            print_description(entry["data"])
+        else:
+            entry = bench_one_size(n, args)
         print()
-        print(table(summary))
-        print(goal(summary))
-        report["sizes"][n] = {"data": data, "backends": summary, "runs": runs}
+        print(table(entry["backends"]))
+        print(goal(entry["backends"]))
+        report["sizes"][str(n)] = entry
+        # written after every size, so a run that is killed keeps what it measured
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1))
 
     if len(args.sizes) > 1:
         print("\n## scaling (median total)\n")
-        print(scaling(report["sizes"], args.backends))
-    report["loadavg_end"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+        print(scaling({int(n): e for n, e in report["sizes"].items()}, args.backends))
     print(f"\nwrote {args.out}")
+
+
+def bench_one_size(n: int, args: argparse.Namespace) -> dict:
+    """Data, checks and every backend's measurements for one size."""
+    # Generating and describing the data happen in a child too: the parent must stay
+    # small, or every measurement child would inherit its peak RSS (see _max_rss_mb).
+    data = _run_self("--prepare", str(n), "--data-dir", str(args.data_dir),
+                     "--seed", str(args.seed))  # fmt: skip
+    paths = Path(data.pop("gt")), Path(data.pop("results"))
+    print_description(data)
+    load_before = os.getloadavg()  # the machine is shared: keep how busy it was
+    runs = bench_size(paths, args.backends, args.repeats, args.once_above)
+    summary = {b: summarize_backend(r) for b, r in runs.items()}
+    compare(summary)
+    return {
+        "data": data,
+        "backends": summary,
+        "runs": runs,
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+    }
+
+
+def _finished_sizes(args: argparse.Namespace) -> dict:
+    """Sizes in an earlier ``--out`` measured with the same backends, repeats and seed."""
+    if not args.out.exists():
+        return {}
+    old = json.loads(args.out.read_text())
+    same = all(old["args"].get(k) == getattr(args, k) for k in ("backends", "repeats", "seed"))
+    return old["sizes"] if same else {}
 
 
 if __name__ == "__main__":

@@ -22,28 +22,14 @@ the median over all rounds and the cvkit / torchvision ratio.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
-from typing import NamedTuple
 
 import torch
 import torchvision
+from step_timing import Pair, compare  # bench/ is on the path when a bench script runs
 from torch import nn
 
 import cvkit
 from cvkit.structures import DetBatch, DetTarget
-
-Step = Callable[[nn.Module, torch.optim.Optimizer, torch.Tensor, list[dict]], None]
-
-
-class Pair(NamedTuple):
-    """One comparison: how to build each model and run one training step on it."""
-
-    build_cvkit: Callable[[], nn.Module]
-    cvkit_step: Step
-    build_torchvision: Callable[[], nn.Module]
-    torchvision_step: Step
 
 
 def batch(num_classes: int = 80) -> tuple[torch.Tensor, list[dict]]:
@@ -135,44 +121,6 @@ PAIRS: dict[str, Pair] = {
 }
 
 
-def time_steps(step: Step, model: nn.Module, images, targets, n: int) -> list[float]:
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    step(model, opt, images, targets)  # warm-up: kernels for this shape, allocations
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        step(model, opt, images, targets)
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def compare(name: str, pair: Pair, steps: int, rounds: int) -> dict[str, float]:
-    """Time both models of ``pair``; returns the median step time of each and their ratio."""
-    images, targets = batch()
-    models = {
-        "cvkit": (pair.build_cvkit(), pair.cvkit_step),
-        "torchvision": (pair.build_torchvision(), pair.torchvision_step),
-    }
-    params = {k: sum(p.numel() for p in m.parameters()) for k, (m, _) in models.items()}
-    times: dict[str, list[float]] = {k: [] for k in models}
-    for r in range(rounds):
-        # alternate which goes first: neither always runs on a warmer (or busier) machine
-        for side in list(models) if r % 2 == 0 else list(models)[::-1]:
-            model, step = models[side]
-            t = time_steps(step, model, images, targets, steps)
-            times[side] += t
-            med = statistics.median(t)
-            print(f"{name} round {r + 1} {side:>11}: median {med:.3f} s/step", flush=True)
-    med = {k: statistics.median(v) for k, v in times.items()}
-    for k in models:
-        print(
-            f"{name} {k:>11}: {med[k]:.3f} s/step (median of {len(times[k])}), "
-            f"{params[k]:,} parameters"
-        )
-    return {**med, "ratio": med["cvkit"] / med["torchvision"]}
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=[*PAIRS, "all"], default="retinanet")
@@ -185,7 +133,7 @@ def main() -> None:
     results = {}
     for name in names:
         torch.manual_seed(0)
-        results[name] = compare(name, PAIRS[name], args.steps, args.rounds)
+        results[name] = compare(name, PAIRS[name], batch(), args.steps, args.rounds)
     for name, r in results.items():
         print(f"{name}: cvkit / torchvision = {r['ratio']:.3f}  (goal: <= 1.0)")
 

@@ -7,7 +7,7 @@ import inspect
 import sys
 from importlib import resources
 
-# the same file as configs/detection/retinanet_effl0_fpn_5e_shapes.yaml (a test checks it)
+# the same file as configs/detection/retinanet_effl0_fpn_8e_shapes.yaml (a test checks it)
 DEMO_CONFIG = "demo_shapes.yaml"
 
 

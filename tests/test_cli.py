@@ -74,5 +74,5 @@ def test_every_shipped_config_resolves():
 
 def test_the_packaged_demo_config_is_the_shipped_one():
     packaged = ROOT / "cvkit" / "presets" / "demo_shapes.yaml"
-    shipped = ROOT / "configs" / "detection" / "retinanet_effl0_fpn_5e_shapes.yaml"
+    shipped = ROOT / "configs" / "detection" / "retinanet_effl0_fpn_8e_shapes.yaml"
     assert packaged.read_text() == shipped.read_text()

@@ -13,11 +13,7 @@ image ``i`` does not depend on how many images were asked for.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import shutil
-import tempfile
-import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -26,9 +22,8 @@ import cv2
 import numpy as np
 
 from cvkit.data.coco import CocoDetection
+from cvkit.data.generated_cache import cache_root, ensure_generated
 from cvkit.registry import DATASETS
-
-logger = logging.getLogger("cvkit.data")
 
 # Bump when the drawing changes: a new version is a new cache folder, never a stale one.
 VERSION = "v1"
@@ -99,13 +94,6 @@ class ShapesDataset(CocoDetection):
         self.split, self.folder = split, folder
 
 
-def cache_root(root: str | os.PathLike | None = None) -> Path:
-    """``root``, else ``$CVKIT_CACHE``, else ``~/.cache/cvkit``."""
-    if root is not None:
-        return Path(root)
-    return Path(os.environ.get("CVKIT_CACHE") or Path.home() / ".cache" / "cvkit")
-
-
 def shapes_folder(
     split: str, num_images: int, image_size: int, seed: int, root: str | os.PathLike | None
 ) -> Path:
@@ -117,40 +105,15 @@ def shapes_folder(
 def ensure_shapes(
     split: str, num_images: int, image_size: int, seed: int, root: str | os.PathLike | None
 ) -> Path:
-    """The split's folder, generated first if it is not in the cache yet.
-
-    The split is written into a temporary folder beside the final one and renamed into place,
-    so a crash leaves no half-written cache, and two processes generating at once both end
-    with the same complete folder (the files are identical; the later rename gives way).
-    """
-    folder = shapes_folder(split, num_images, image_size, seed, root)
-    if (folder / f"{split}.json").is_file():
-        return folder
-    if folder.exists():
-        raise ValueError(
-            f"ShapesDataset cache folder '{folder}' exists but has no {split}.json; it was not "
-            "written by cvkit: delete it and it will be generated again"
-        )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        start = time.perf_counter()
-        write_split(scratch, split, num_images, image_size, seed)
-        try:
-            os.rename(scratch, folder)
-        except OSError:
-            if not (folder / f"{split}.json").is_file():
-                raise
-        logger.info(
-            "ShapesDataset: generated %d %s images in %.1f s into '%s'",
-            num_images,
-            split,
-            time.perf_counter() - start,
-            folder,
-        )
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)  # gone already after a successful rename
-    return folder
+    """The split's folder, generated first if it is not in the cache yet (atomically: see
+    ``ensure_generated``)."""
+    return ensure_generated(
+        shapes_folder(split, num_images, image_size, seed, root),
+        f"{split}.json",
+        "ShapesDataset",
+        lambda scratch: write_split(scratch, split, num_images, image_size, seed),
+        f"{num_images} {split} images",
+    )
 
 
 def write_split(folder: Path, split: str, num_images: int, image_size: int, seed: int) -> None:

@@ -8,11 +8,7 @@ demo takes exactly the path a user's own folder of masks takes.
 
 from __future__ import annotations
 
-import logging
 import os
-import shutil
-import tempfile
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -20,10 +16,9 @@ import numpy as np
 from PIL import Image
 
 from cvkit.data import shapes
+from cvkit.data.generated_cache import cache_root, ensure_generated
 from cvkit.data.segmentation import SegmentationFolder
 from cvkit.registry import DATASETS
-
-logger = logging.getLogger("cvkit.data")
 
 # Bump when the files change: a new version is a new cache folder, never a stale one.
 VERSION = "v1"
@@ -88,40 +83,16 @@ class ShapesSegmentation(SegmentationFolder):
 def ensure_shapes_segmentation(
     split: str, num_images: int, image_size: int, seed: int, root: str | os.PathLike | None
 ) -> Path:
-    """The split's folder, generated first if it is not in the cache yet.
-
-    Written into a temporary folder and renamed into place, so a crash leaves no half-written
-    cache and two processes generating at once both end with the same complete folder.
-    """
+    """The split's folder, generated first if it is not in the cache yet (atomically: see
+    ``ensure_generated``)."""
     name = f"{split}-n{num_images}-s{image_size}-seed{seed}"
-    folder = shapes.cache_root(root) / f"shapes-seg-{VERSION}" / name
-    if (folder / f"{split}.txt").is_file():
-        return folder
-    if folder.exists():
-        raise ValueError(
-            f"ShapesSegmentation cache folder '{folder}' exists but has no {split}.txt; it was "
-            "not written by cvkit: delete it and it will be generated again"
-        )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        start = time.perf_counter()
-        write_split(scratch, split, num_images, image_size, seed)
-        try:
-            os.rename(scratch, folder)
-        except OSError:
-            if not (folder / f"{split}.txt").is_file():
-                raise
-        logger.info(
-            "ShapesSegmentation: generated %d %s images in %.1f s into '%s'",
-            num_images,
-            split,
-            time.perf_counter() - start,
-            folder,
-        )
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)  # gone already after a successful rename
-    return folder
+    return ensure_generated(
+        cache_root(root) / f"shapes-seg-{VERSION}" / name,
+        f"{split}.txt",
+        "ShapesSegmentation",
+        lambda scratch: write_split(scratch, split, num_images, image_size, seed),
+        f"{num_images} {split} images and masks",
+    )
 
 
 def write_split(folder: Path, split: str, num_images: int, image_size: int, seed: int) -> None:

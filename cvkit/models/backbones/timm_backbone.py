@@ -45,6 +45,11 @@ class TimmBackbone(nn.Module):
             ``False``: the whole trunk up to the classifier (``forward_features``, e.g. with
             EfficientNet's ``conv_head``), one map ``Tensor[B, num_features, H/32, W/32]``:
             what an ImageNet classifier was trained on, the usual start for fine-tuning.
+        output_stride: ``None``: the model's own (32 for most). ``16`` or ``8``: the last
+            stages keep that stride and dilate their convolutions instead (DeepLab's and
+            torchvision's segmentation backbones; "D8" in MMSegmentation's config names).
+            Same parameters, so pretrained weights still load; ``feature_info`` reports the
+            strides the maps really have. Costs compute: the late stages run on larger maps.
 
     Example:
         >>> bb = TimmBackbone("resnet18", out_indices=(-2, -1))
@@ -61,12 +66,13 @@ class TimmBackbone(nn.Module):
         norm_eval: bool = False,
         pretrained: bool | str = False,
         features_only: bool = True,
+        output_stride: int | None = None,
     ) -> None:
         super().__init__()
         self.name = name
         self.in_chans = in_chans
         self.features_only = features_only
-        self.model = _create(name, features_only, in_chans)
+        self.model = _create(name, features_only, in_chans, output_stride)
         self.stage_specs = [FeatureSpec(d["num_chs"], d["reduction"]) for d in _stages(self.model)]
         self.out_indices = self._select(tuple(out_indices))
         if features_only:
@@ -177,7 +183,9 @@ class TimmBackbone(nn.Module):
         return self
 
 
-def _create(name: str, features_only: bool, in_chans: int) -> nn.Module:
+def _create(
+    name: str, features_only: bool, in_chans: int, output_stride: int | None = None
+) -> nn.Module:
     import timm  # imported here: it is slow to import and only this class needs it
 
     if not timm.is_model(name):
@@ -185,11 +193,28 @@ def _create(name: str, features_only: bool, in_chans: int) -> nn.Module:
 
         close = did_you_mean(name, timm.list_models())
         raise ValueError(f"{name!r} is not a timm model. {close} (timm.list_models())")
+    kwargs: dict[str, Any] = {"pretrained": False, "in_chans": in_chans}
+    if output_stride is not None:
+        if output_stride not in (8, 16, 32):
+            raise ValueError(
+                f"TimmBackbone({name!r}): output_stride must be 8, 16 or 32 (or None for the "
+                f"model's own), got {output_stride!r}"
+            )
+        kwargs["output_stride"] = output_stride
     if features_only:
-        return timm.create_model(name, features_only=True, pretrained=False, in_chans=in_chans)
-    return timm.create_model(
-        name, num_classes=0, global_pool="", pretrained=False, in_chans=in_chans
-    )
+        kwargs["features_only"] = True
+    else:
+        kwargs.update(num_classes=0, global_pool="")
+    try:
+        return timm.create_model(name, **kwargs)
+    except TypeError as e:
+        if output_stride is None or "output_stride" not in str(e):
+            raise
+        raise ValueError(
+            f"TimmBackbone({name!r}): this timm model cannot change its output stride "
+            f"(output_stride={output_stride}); use a convolutional model that supports it, "
+            "such as resnet50 or tf_efficientnet_lite0, or leave output_stride unset"
+        ) from e
 
 
 def _stages(model: nn.Module) -> list[dict[str, Any]]:

@@ -6,10 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cvkit.models.task_utils.matcher import BACKGROUND
 from cvkit.ops.boxes import box_iou
 from cvkit.structures import DetPrediction, DetTarget
-
-BACKGROUND, IGNORE = -1, -2  # the matcher's codes
 
 
 def match_target(matcher, target: DetTarget, boxes: torch.Tensor) -> torch.Tensor:

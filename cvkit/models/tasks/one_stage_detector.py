@@ -8,11 +8,11 @@ from torch import nn
 
 from cvkit.models.losses.detection import FocalLoss, SmoothL1Loss
 from cvkit.models.preprocessor import Preprocessor
-from cvkit.ops.boxes import batched_nms, box_iou, clip_boxes
+from cvkit.models.task_utils.det_utils import box_regression_loss, match_target, to_original
+from cvkit.models.task_utils.matcher import IGNORE
+from cvkit.ops.boxes import batched_nms, clip_boxes
 from cvkit.registry import MODELS
 from cvkit.structures import DetBatch, DetPrediction, DetTarget
-
-BACKGROUND, IGNORE = -1, -2  # the matcher's codes
 
 
 @MODELS.register()
@@ -166,16 +166,10 @@ class OneStageDetector(nn.Module):
 
     def match(self, target: DetTarget, anchors: torch.Tensor) -> torch.Tensor:
         """Anchor -> matched gt index, ``-1`` background, ``-2`` ignore: ``Tensor[A]``."""
-        if target.boxes.numel() == 0:
-            return torch.full(
-                (anchors.shape[0],), BACKGROUND, dtype=torch.int64, device=anchors.device
-            )
-        return self.matcher(box_iou(target.boxes, anchors), target.iscrowd)
+        return match_target(self.matcher, target, anchors)
 
     def _box_loss(self, deltas: torch.Tensor, gt: torch.Tensor, anchors: torch.Tensor):
-        if getattr(self.box_loss, "uses_boxes", False):
-            return self.box_loss(self.box_coder.decode(deltas, anchors), gt)
-        return self.box_loss(deltas, self.box_coder.encode(gt, anchors))
+        return box_regression_loss(self.box_loss, self.box_coder, deltas, gt, anchors)
 
     @torch.no_grad()
     def predict(self, batch: DetBatch) -> list[DetPrediction]:
@@ -190,7 +184,7 @@ class OneStageDetector(nn.Module):
             keep = batched_nms(boxes, scores, labels, self.nms_threshold)[: self.max_detections]
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             target = None if batch.targets is None else batch.targets[i]
-            out.append(self._to_original(boxes, scores, labels, (h, w), target))
+            out.append(to_original(boxes, scores, labels, (h, w), target))
         return out
 
     def _candidates(self, logits, deltas, anchors, size):
@@ -207,15 +201,6 @@ class OneStageDetector(nn.Module):
             scores.append(s[keep])
             labels.append(keep % k)
         return torch.cat(boxes), torch.cat(scores), torch.cat(labels)
-
-    @staticmethod
-    def _to_original(boxes, scores, labels, size, target: DetTarget | None) -> DetPrediction:
-        image_id, scale = -1, (1.0, 1.0)
-        if target is not None:
-            image_id = target.image_id
-            scale = (target.orig_size[0] / size[0], target.orig_size[1] / size[1])
-        factor = boxes.new_tensor([scale[1], scale[0], scale[1], scale[0]])
-        return DetPrediction(boxes * factor, scores, labels, image_id)
 
 
 def _matched_labels(matched: torch.Tensor, targets: list[DetTarget]) -> torch.Tensor:
