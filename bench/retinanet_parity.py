@@ -51,7 +51,8 @@ Why the absolute AP is far below the demo's (about 0.15 here, 0.45 for the demo'
 epochs): the head. This bench uses torchvision's 4-conv towers; the demo uses 2. With the
 same loop, data and seed and cvkit alone, ``num_convs=2`` reaches AP 0.436 / AP50 0.673 and
 ``num_convs=4`` 0.16 (Kaiming-initialised towers instead of N(0, 0.01): 0.129, so not a
-vanishing signal at 64 channels); 5 epochs are too few for the deeper towers. The evaluation
+vanishing signal at 64 channels; GroupNorm towers, ``norm: GN``: 0.201, and with 2 convs
+0.388); 5 epochs are too few for the deeper towers. The evaluation
 path is not the cause: the demo's trained model scores AP 0.563 through this bench's
 letterbox and ``to_file_pixels`` vs 0.580 through cvkit's own evaluation (the letterbox
 shrinks the images to 128 px).

@@ -41,6 +41,28 @@ def test_retina_head_starts_at_the_prior_probability():
     assert logits[0].sigmoid().mean().item() == pytest.approx(0.01, abs=0.005)
 
 
+def test_retina_head_group_norm_towers():
+    head = RetinaHead(8, 3, num_convs=2, feat_channels=16, norm="GN", norm_groups=4)
+    norms = [m for m in head.cls_tower if isinstance(m, torch.nn.GroupNorm)]
+    convs = [m for m in head.box_tower if isinstance(m, torch.nn.Conv2d)]
+    assert len(norms) == 2 and norms[0].num_groups == 4
+    assert all(c.bias is None for c in convs)  # the norm's shift replaces the bias
+    logits, _ = head([torch.randn(2, 8, 5, 6)])
+    assert logits[0].sigmoid().mean().item() == pytest.approx(0.01, abs=0.005)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"norm": "BN"}, "norm must be null or 'GN', got 'BN'"),
+        ({"norm": "GN", "feat_channels": 48}, r"feat_channels \(48\) divisible by norm_groups"),
+    ],
+)
+def test_retina_head_bad_norm_is_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RetinaHead(8, 3, **kwargs)
+
+
 def test_preprocessor_pads_to_stride_or_fixed_size():
     images = torch.full((1, 3, 50, 70), 128, dtype=torch.uint8)
     assert Preprocessor(size_divisor=32)(images).shape[-2:] == (64, 96)
