@@ -52,40 +52,54 @@ def accumulate(gt: GroundTruth, dets: Detections, matches: Matches) -> Curves:
         cat_m, score_m = cat[order][keep], score[order][keep]
         bounds = np.searchsorted(cat_m, np.arange(num_k + 1))
         for a in range(num_a):
-            npig = num_gt[cat_m, a]  # per detection, its category's count
             tp = _segment_cumsum(code_m[a] == 1, bounds)
             fp = _segment_cumsum(code_m[a] == 0, bounds)
-            with np.errstate(divide="ignore", invalid="ignore"):  # categories without gt
-                rc = tp / npig
             pr = tp / (fp + tp + np.spacing(1))
             for k in np.flatnonzero(num_gt[:, a]):
                 lo, hi = bounds[k], bounds[k + 1]
-                p, r, s = _curve(rc[:, lo:hi], pr[:, lo:hi], score_m[lo:hi])
+                p, r, s = _curve(tp[:, lo:hi], num_gt[k, a], pr[:, lo:hi], score_m[lo:hi])
                 precision[:, :, k, a, m], recall[:, k, a, m], scores[:, :, k, a, m] = p, r, s
     return Curves(precision, recall, scores, num_gt)
 
 
 def _segment_cumsum(flags: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """Running counts of ``flags [T, D]`` that restart at every category start in ``bounds``,
-    as floats. Integer sums first, then the category's start subtracted: every value is
-    exact, as pycocotools' cumsum per category."""
+    """Running counts of ``flags [T, D]`` that restart at every category start in ``bounds``
+    (int32). Sums over all categories first, then the category's start subtracted: every
+    value is exact, as pycocotools' cumsum per category."""
     total = np.zeros((flags.shape[0], flags.shape[1] + 1), dtype=np.int32)
     np.cumsum(flags, axis=1, dtype=np.int32, out=total[:, 1:])
     start = np.repeat(total[:, bounds[:-1]], np.diff(bounds), axis=1)
-    return (total[:, 1:] - start).astype(float)
+    return total[:, 1:] - start
 
 
-def _curve(rc: np.ndarray, pr: np.ndarray, score: np.ndarray):
-    """One category / area / max-dets: recall and precision ``[T, nd]`` in score order ->
-    ``(precision [T, R] interpolated, recall [T], scores [T, R])``."""
-    num_t, nd = rc.shape
-    recall = rc[:, -1] if nd else np.zeros(num_t)
+def _curve(tp: np.ndarray, num_gt: int, pr: np.ndarray, score: np.ndarray):
+    """One category / area / max-dets -> ``(precision [T, R] interpolated, recall [T],
+    scores [T, R])``.
+
+    Args:
+        tp: ``[T, nd]`` int, true positives so far, in score order; recall is ``tp / num_gt``.
+        num_gt: the category's non-ignored gts (> 0).
+        pr: ``[T, nd]`` precision so far.
+        score: ``[nd]`` the detections' scores.
+
+    pycocotools finds, per threshold row, the first detection whose float recall reaches
+    each recall threshold (``searchsorted(rc, recThrs, "left")``). Division by ``num_gt`` is
+    monotone, so that is the first detection whose integer ``tp`` reaches the smallest count
+    ``c`` with ``c / num_gt >= thr`` (computed with the same float division): the same index,
+    found for all ``T`` rows in one integer search (row ``t`` offset by ``t * (num_gt + 1)``).
+    """
+    num_t, nd = tp.shape
+    num_r = len(REC_THRESHOLDS)
+    if nd == 0:
+        return np.zeros((num_t, num_r)), np.zeros(num_t), np.zeros((num_t, num_r))
+    recall = tp[:, -1] / num_gt
     pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]  # pycocotools' backward sweep
-    precision = np.zeros((num_t, len(REC_THRESHOLDS)))
-    at_score = np.zeros((num_t, len(REC_THRESHOLDS)))
-    for t in range(num_t):
-        inds = np.searchsorted(rc[t], REC_THRESHOLDS, side="left")
-        ok = inds < nd  # a prefix: recall thresholds never reached stay 0
-        precision[t, ok] = pr[t, inds[ok]]
-        at_score[t, ok] = score[inds[ok]]
+    counts = np.searchsorted(np.arange(num_gt + 1) / num_gt, REC_THRESHOLDS, side="left")
+    offset = np.arange(num_t, dtype=np.int64)[:, None] * (num_gt + 1)
+    found = np.searchsorted((tp + offset).ravel(), offset + counts)  # [T, R] into the rows
+    inds = found - np.arange(num_t)[:, None] * nd  # nd where the row never reaches it
+    ok = inds < nd  # a prefix: recall thresholds never reached stay 0
+    inds = np.minimum(inds, nd - 1)
+    precision = np.where(ok, np.take_along_axis(pr, inds, axis=1), 0.0)
+    at_score = np.where(ok, score[inds], 0.0)
     return precision, recall, at_score
