@@ -16,12 +16,13 @@ times ``--steps`` steps after one warm-up step and prints their median, and the 
 the median over all rounds and the cvkit / torchvision ratio.
 
     python bench/detector_step_time.py [--model retinanet|faster_rcnn|all] [--steps 5] [--rounds 2]
-        [--threads 2]
+        [--threads 2] [--size 512]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 
 import torch
 import torchvision
@@ -32,24 +33,25 @@ import cvkit
 from cvkit.structures import DetBatch, DetTarget
 
 
-def batch(num_classes: int = 80) -> tuple[torch.Tensor, list[dict]]:
-    """``images`` ``Tensor[2, 3, 512, 512]`` uint8 and per image ``{"boxes", "labels"}``
-    (xyxy pixels; labels from 0, no background class)."""
+def batch(size: int = 512, num_classes: int = 80) -> tuple[torch.Tensor, list[dict]]:
+    """``images`` ``Tensor[2, 3, size, size]`` uint8 and per image ``{"boxes", "labels"}``
+    (xyxy pixels, placed for 512 and scaled to ``size``; labels from 0, no background)."""
     g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (2, 3, 512, 512), generator=g, dtype=torch.uint8)
+    images = torch.randint(0, 256, (2, 3, size, size), generator=g, dtype=torch.uint8)
     boxes = torch.tensor(
         [[40.0, 60.0, 200.0, 220.0], [250.0, 100.0, 480.0, 300.0], [100.0, 300.0, 180.0, 420.0]]
-    )
+    ) * (size / 512)
     labels = torch.tensor([3, 17, 42]) % num_classes
     return images, [{"boxes": boxes.clone(), "labels": labels.clone()} for _ in range(2)]
 
 
 def cvkit_step(model, opt, images, targets) -> None:
+    size = tuple(images.shape[-2:])
     det = DetBatch(
         images,
-        [(512, 512)] * 2,
+        [size] * len(images),
         [
-            DetTarget(t["boxes"], t["labels"], torch.zeros(3, dtype=torch.bool), i, (512, 512))
+            DetTarget(t["boxes"], t["labels"], torch.zeros(3, dtype=torch.bool), i, size)
             for i, t in enumerate(targets)
         ],
     )
@@ -81,9 +83,9 @@ def build_cvkit_retinanet() -> nn.Module:
     )
 
 
-def build_torchvision_retinanet() -> nn.Module:
+def build_torchvision_retinanet(size: int) -> nn.Module:
     return torchvision.models.detection.retinanet_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=81, min_size=512, max_size=512
+        weights=None, weights_backbone=None, num_classes=81, min_size=size, max_size=size
     )
 
 
@@ -105,35 +107,45 @@ def build_cvkit_faster_rcnn() -> nn.Module:
     )
 
 
-def build_torchvision_faster_rcnn() -> nn.Module:
+def build_torchvision_faster_rcnn(size: int) -> nn.Module:
     return torchvision.models.detection.fasterrcnn_resnet50_fpn(
-        weights=None, weights_backbone=None, num_classes=81, min_size=512, max_size=512
+        weights=None, weights_backbone=None, num_classes=81, min_size=size, max_size=size
     )
 
 
-PAIRS: dict[str, Pair] = {
-    "retinanet": Pair(
-        build_cvkit_retinanet, cvkit_step, build_torchvision_retinanet, torchvision_step
-    ),
-    "faster_rcnn": Pair(
-        build_cvkit_faster_rcnn, cvkit_step, build_torchvision_faster_rcnn, torchvision_step
-    ),
-}
+def pairs(size: int) -> dict[str, Pair]:
+    """The comparisons at input ``size`` (torchvision's transform pinned to it)."""
+    return {
+        "retinanet": Pair(
+            build_cvkit_retinanet,
+            cvkit_step,
+            functools.partial(build_torchvision_retinanet, size),
+            torchvision_step,
+        ),
+        "faster_rcnn": Pair(
+            build_cvkit_faster_rcnn,
+            cvkit_step,
+            functools.partial(build_torchvision_faster_rcnn, size),
+            torchvision_step,
+        ),
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=[*PAIRS, "all"], default="retinanet")
+    p.add_argument("--model", choices=[*pairs(512), "all"], default="retinanet")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--size", type=int, default=512, help="input side; the goal is at 512")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    names = list(PAIRS) if args.model == "all" else [args.model]
+    chosen = pairs(args.size)
+    names = list(chosen) if args.model == "all" else [args.model]
     results = {}
     for name in names:
         torch.manual_seed(0)
-        results[name] = compare(name, PAIRS[name], batch(), args.steps, args.rounds)
+        results[name] = compare(name, chosen[name], batch(args.size), args.steps, args.rounds)
     for name, r in results.items():
         print(f"{name}: cvkit / torchvision = {r['ratio']:.3f}  (goal: <= 1.0)")
 

@@ -20,7 +20,7 @@ torchvision's images are normalised outside the model (its segmentation models h
 transform), cvkit's inside (``Preprocessor``), so both steps include the normalisation.
 
     python bench/segmenter_step_time.py [--model fcn_r50_d8|fcn_r50_8s|all] [--steps 5]
-        [--rounds 2] [--threads 2]
+        [--rounds 2] [--threads 2] [--size 384]
 """
 
 from __future__ import annotations
@@ -36,28 +36,29 @@ from torch import nn
 import cvkit
 from cvkit.structures import SegBatch
 
-SIZE, NUM_CLASSES, IGNORE = 384, 21, 255
+NUM_CLASSES, IGNORE = 21, 255
 AUX_WEIGHT = 0.5  # torchvision's references/segmentation/train.py
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
 
 
-def batch() -> tuple[torch.Tensor, torch.Tensor]:
-    """``images`` ``Tensor[2, 3, 384, 384]`` uint8 and ``masks`` ``Tensor[2, 384, 384]`` int64:
-    class blocks of 48 px with a 4 px unlabelled (255) border around each, as in VOC."""
+def batch(size: int = 384) -> tuple[torch.Tensor, torch.Tensor]:
+    """``images`` ``Tensor[2, 3, size, size]`` uint8 and ``masks`` ``Tensor[2, size, size]``
+    int64: class blocks of 48 px with a 4 px unlabelled (255) border around each, as in VOC."""
     g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (2, 3, SIZE, SIZE), generator=g, dtype=torch.uint8)
-    blocks = torch.randint(0, NUM_CLASSES, (2, SIZE // 48, SIZE // 48), generator=g)
-    masks = blocks.repeat_interleave(48, 1).repeat_interleave(48, 2)
-    border = torch.zeros(SIZE, dtype=torch.bool)
-    border[(torch.arange(SIZE) % 48 < 2) | (torch.arange(SIZE) % 48 >= 46)] = True
+    images = torch.randint(0, 256, (2, 3, size, size), generator=g, dtype=torch.uint8)
+    cells = -(-size // 48)
+    blocks = torch.randint(0, NUM_CLASSES, (2, cells, cells), generator=g)
+    block = torch.arange(size) // 48
+    masks = blocks[:, block[:, None], block[None, :]]
+    border = (torch.arange(size) % 48 < 2) | (torch.arange(size) % 48 >= 46)
     masks[:, border, :] = IGNORE
     masks[:, :, border] = IGNORE
     return images, masks
 
 
 def cvkit_step(model, opt, images, masks) -> None:
-    sizes = [(SIZE, SIZE)] * len(images)
+    sizes = [tuple(images.shape[-2:])] * len(images)
     seg = SegBatch(images, masks, sizes, sizes, [str(i) for i in range(len(images))])
     loss = sum(model.loss(seg).values())
     opt.zero_grad(set_to_none=True)
@@ -105,13 +106,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--size", type=int, default=384, help="input side; the goal is at 384")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     names = list(PAIRS) if args.model == "all" else [args.model]
     results = {}
     for name in names:
         torch.manual_seed(0)
-        results[name] = compare(name, PAIRS[name], batch(), args.steps, args.rounds)
+        results[name] = compare(name, PAIRS[name], batch(args.size), args.steps, args.rounds)
     for name, r in results.items():
         goal = "  (goal: <= 1.0)" if name == "fcn_r50_d8" else "  (a different network)"
         print(f"{name}: cvkit / torchvision = {r['ratio']:.3f}{goal}")

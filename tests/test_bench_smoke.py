@@ -1,0 +1,65 @@
+"""The benchmarks still run: every step-time pair at a tiny input size for one step, and the
+RetinaNet parity bench for one epoch on 16 images.
+
+The figures themselves come from full runs (bench/README.md); this only keeps the scripts
+from rotting as the models they build change.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def run_bench(script: str, *args: str, env: dict | None = None) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def ratios(stdout: str) -> dict[str, float]:
+    found = re.findall(r"^(\w+): cvkit / torchvision = ([0-9.]+)", stdout, flags=re.M)
+    return {name: float(value) for name, value in found}
+
+
+TINY = ("--steps", "1", "--rounds", "1", "--threads", "1")
+
+
+def test_detector_step_time_runs_both_pairs():
+    out = ratios(run_bench("detector_step_time.py", "--model", "all", "--size", "64", *TINY))
+    assert set(out) == {"retinanet", "faster_rcnn"}
+    assert all(r > 0 for r in out.values())
+
+
+def test_segmenter_step_time_runs_both_pairs():
+    out = ratios(run_bench("segmenter_step_time.py", "--size", "48", *TINY))
+    assert set(out) == {"fcn_r50_d8", "fcn_r50_8s"}
+    assert all(r > 0 for r in out.values())
+
+
+def test_retinanet_parity_trains_and_scores_both_models(tmp_path):
+    out = tmp_path / "parity.json"
+    args = ("--seeds", "0", "--epochs", "1", "--train-images", "16", "--val-images", "8")
+    stdout = run_bench(
+        "retinanet_parity.py", *args, "--threads", "1", "--out", str(out),
+        env={"CVKIT_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert "| cvkit | 0 |" in stdout and "| torchvision | 0 |" in stdout
+    report = json.loads(out.read_text())
+    assert report["complete"] and set(report["runs"]["0"]) == {"cvkit", "torchvision"}
+    for side in report["runs"]["0"].values():
+        assert len(side["epoch_loss"]) == 1 and 0 <= side["AP"] <= 100
