@@ -21,12 +21,11 @@ the median over all rounds and the cvkit / torchvision ratio.
 
 from __future__ import annotations
 
-import argparse
 import functools
 
 import torch
 import torchvision
-from step_timing import Pair, compare  # bench/ is on the path when a bench script runs
+from step_timing import Pair, run_cli  # bench/ is on the path when a bench script runs
 from torch import nn
 
 import cvkit
@@ -132,22 +131,7 @@ def pairs(size: int) -> dict[str, Pair]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=[*pairs(512), "all"], default="retinanet")
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--size", type=int, default=512, help="input side; the goal is at 512")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    chosen = pairs(args.size)
-    names = list(chosen) if args.model == "all" else [args.model]
-    results = {}
-    for name in names:
-        torch.manual_seed(0)
-        results[name] = compare(name, chosen[name], batch(args.size), args.steps, args.rounds)
-    for name, r in results.items():
-        print(f"{name}: cvkit / torchvision = {r['ratio']:.3f}  (goal: <= 1.0)")
+    run_cli(__doc__.splitlines()[0], pairs, batch, 512, default_model="retinanet")
 
 
 if __name__ == "__main__":

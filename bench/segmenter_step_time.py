@@ -25,12 +25,10 @@ transform), cvkit's inside (``Preprocessor``), so both steps include the normali
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 import torch.nn.functional as F
 import torchvision
-from step_timing import Pair, compare  # bench/ is on the path when a bench script runs
+from step_timing import Pair, run_cli  # bench/ is on the path when a bench script runs
 from torch import nn
 
 import cvkit
@@ -101,22 +99,8 @@ PAIRS: dict[str, Pair] = {
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", choices=[*PAIRS, "all"], default="all")
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--size", type=int, default=384, help="input side; the goal is at 384")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    names = list(PAIRS) if args.model == "all" else [args.model]
-    results = {}
-    for name in names:
-        torch.manual_seed(0)
-        results[name] = compare(name, PAIRS[name], batch(args.size), args.steps, args.rounds)
-    for name, r in results.items():
-        goal = "  (goal: <= 1.0)" if name == "fcn_r50_d8" else "  (a different network)"
-        print(f"{name}: cvkit / torchvision = {r['ratio']:.3f}{goal}")
+    notes = {"fcn_r50_8s": "a different network"}
+    run_cli(__doc__.splitlines()[0], lambda _: PAIRS, batch, 384, notes=notes)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,12 @@ A *step* is ``step(model, optimizer, *inputs)``: forward, loss, backward and opt
 ``compare`` builds both models of a ``Pair``, alternates which goes first from round to
 round (neither always runs on a warmer, or busier, machine), times ``steps`` steps after one
 warm-up step per round, and returns the median over all rounds and the cvkit / torchvision
-ratio.
+ratio. ``run_cli`` is the command line both scripts share.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -64,3 +65,34 @@ def compare(name: str, pair: Pair, inputs: tuple, steps: int, rounds: int) -> di
             f"{params[k]:,} parameters"
         )
     return {**med, "ratio": med["cvkit"] / med["torchvision"]}
+
+
+def run_cli(
+    description: str,
+    pairs: Callable[[int], dict[str, Pair]],
+    batch: Callable[[int], tuple],
+    default_size: int,
+    default_model: str = "all",
+    notes: dict[str, str] | None = None,
+) -> dict[str, dict[str, float]]:
+    """The command line both step-time scripts share: parse, time each chosen pair on
+    ``batch(size)``, print each ratio with its ``notes`` entry (default: the goal)."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--model", choices=[*pairs(default_size), "all"], default=default_model)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--size", type=int, default=default_size,
+                   help=f"input side; the goal is at {default_size}")  # fmt: skip
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    chosen = pairs(args.size)
+    names = list(chosen) if args.model == "all" else [args.model]
+    results = {}
+    for name in names:
+        torch.manual_seed(0)
+        results[name] = compare(name, chosen[name], batch(args.size), args.steps, args.rounds)
+    for name, r in results.items():
+        note = (notes or {}).get(name, "goal: <= 1.0")
+        print(f"{name}: cvkit / torchvision = {r['ratio']:.3f}  ({note})")
+    return results
