@@ -83,7 +83,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator as TvAncho
 from torchvision.models.detection.retinanet import RetinaNetHead
 
 import cvkit
-from cvkit.data.detection_collate import collate_detection
+from cvkit.data.collate import collate_detection
 from cvkit.data.loader import build_loader
 from cvkit.data.shapes import ShapesDataset
 from cvkit.engine.schedules import Cosine

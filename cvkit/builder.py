@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, get_args, get_origin
 
 from cvkit import registry as R
+from cvkit.config.typecheck import Deferred, check_value, type_name
 from cvkit.errors import (
     ConfigError,
     MissingArgumentError,
@@ -33,7 +34,6 @@ from cvkit.errors import (
     UnknownTypeError,
     did_you_mean,
 )
-from cvkit.typecheck import Deferred, check_value, type_name
 
 # The arguments whose value the builder fills from the upstream sibling's feature_info.
 WIRED_ARGS = ("in_channels", "in_strides")

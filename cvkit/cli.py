@@ -301,9 +301,9 @@ def _write_coco_report(result, args: argparse.Namespace) -> None:
 
     import orjson
 
-    from cvkit import visualize_detection as plots
     from cvkit.evaluation.coco.load import gc_paused, load_ground_truth, load_results
     from cvkit.evaluation.det_confusion import detection_confusion
+    from cvkit.visualize import detection_plots as plots
 
     start, out = time.perf_counter(), Path(args.out)
     gt = load_ground_truth(args.ground_truth)

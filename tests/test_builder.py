@@ -169,7 +169,7 @@ def test_fresh_registry_components_build_too():
 
 
 def test_fixed_length_tuple_values_are_checked_in_place():
-    from cvkit.typecheck import check_value
+    from cvkit.config.typecheck import check_value
 
     assert check_value([10, 10, 5, 5], tuple[float, float, float, float], "w") == (
         10.0,

@@ -9,7 +9,7 @@ from matplotlib.image import imread
 
 from cvkit.evaluation.coco.synthetic import coco_like
 from cvkit.evaluation.coco_map import STAT_NAMES, evaluate_coco
-from cvkit.visualize_detection import (
+from cvkit.visualize.detection_plots import (
     plot_detection_confusion,
     plot_pr_curve,
     plot_pr_grid,

@@ -13,7 +13,7 @@ import torch
 
 import cvkit
 from cvkit.data.coco_checks import CocoFormatError
-from cvkit.data.detection_collate import collate_detection
+from cvkit.data.collate import collate_detection
 from cvkit.data.loader import build_loader
 from cvkit.registry import DATASETS
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 import cvkit
+from cvkit.data.collate import collate_segmentation
 from cvkit.data.loader import build_loader
-from cvkit.engine.collate_segmentation import collate_segmentation
 from cvkit.engine.tasks import TASKS
 from cvkit.models.backbones.tiny_net import TinyNet
 from cvkit.models.heads.fcn_head import FCNHead, bilinear_upsample

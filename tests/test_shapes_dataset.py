@@ -14,7 +14,7 @@ from pycocotools.coco import COCO
 
 import cvkit
 from cvkit.data import shapes
-from cvkit.data.detection_collate import collate_detection
+from cvkit.data.collate import collate_detection
 from cvkit.data.image_io import read_image
 from cvkit.data.loader import build_loader
 from cvkit.registry import DATASETS

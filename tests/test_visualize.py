@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cvkit.visualize import plot_confusion_matrix, plot_curves
+from cvkit.visualize.plots import plot_confusion_matrix, plot_curves
 
 
 def _confusion(k: int, seed: int = 0) -> torch.Tensor:

@@ -10,7 +10,7 @@ from cvkit.data import (
     shapes_segmentation,
     transforms,
 )
-from cvkit.data.detection_collate import collate_detection
+from cvkit.data.collate import collate_detection
 
 __all__ = [
     "builtin",

@@ -13,37 +13,13 @@ resume:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cvkit.structures import ClsBatch
-
-
-def collate_classification(items: Sequence[tuple[np.ndarray, int]]) -> ClsBatch:
-    """``[(image HWC uint8, label)]`` -> ``ClsBatch(images [B, C, H, W] uint8, labels [B])``.
-
-    Raises:
-        ValueError: if the images differ in size (add a resize or crop to the pipeline).
-    """
-    shapes = {item[0].shape for item in items}
-    if len(shapes) != 1:
-        raise ValueError(
-            f"images in one batch differ in shape {sorted(shapes)}; add a Resize or "
-            "RandomResizedCrop to the data transforms so every image has one size"
-        )
-    if items[0][0].dtype != np.uint8:
-        raise ValueError(
-            f"the data transforms produced {items[0][0].dtype} images; cvkit expects uint8 and "
-            "normalises inside the model (model.preprocessor: mean, std), so remove Normalize "
-            "(or ToFloat) from the transforms"
-        )
-    images = torch.from_numpy(np.stack([item[0] for item in items])).permute(0, 3, 1, 2)
-    labels = torch.tensor([item[1] for item in items], dtype=torch.int64)
-    return ClsBatch(images.contiguous(), labels)
+from cvkit.data.collate import collate_classification
 
 
 class EpochSampler(Sampler[tuple[int, int]]):

@@ -84,8 +84,8 @@ def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Pat
 def _predict_detection(model, state, settings, cfg, classes, images, out_dir) -> list[dict]:
     """Detections in each file's own pixels; the val transforms (resizing) are applied first."""
     from cvkit.data.image_io import read_image
-    from cvkit.draw import draw_detections
     from cvkit.structures import DetBatch, DetTarget
+    from cvkit.visualize.draw import draw_detections
 
     pipeline = _val_pipeline(settings, cfg)
     cat_ids = state.get("cat_ids") or list(range(1, len(classes) + 1))
@@ -201,9 +201,9 @@ def _predict_segmentation(model, settings, cfg, classes, images, out_dir) -> lis
     colours (a class named ``background`` left transparent) and a legend. Two images with
     one stem get ``<stem>_2``, ...
     """
+    from cvkit.data.collate import collate_segmentation
     from cvkit.data.image_io import read_image
-    from cvkit.draw import draw_segmentation, save_index_mask
-    from cvkit.engine.collate_segmentation import collate_segmentation
+    from cvkit.visualize.draw import draw_segmentation, save_index_mask
 
     pipeline = _val_pipeline(settings, cfg, skip=_PADDING_TRANSFORMS)
     lower = [str(c).lower() for c in classes]

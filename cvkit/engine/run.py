@@ -16,6 +16,7 @@ from torch import nn
 from cvkit import __version__, plugins
 from cvkit.builder import build, plan
 from cvkit.config import Config
+from cvkit.config.settings import RunSettings, parse_settings
 from cvkit.data.loader import build_loader
 from cvkit.engine import hooks as H
 from cvkit.engine.checkpoint import load_checkpoint
@@ -25,7 +26,6 @@ from cvkit.engine.trainer import Trainer
 from cvkit.engine.weights import inference_weights, load_model_weights
 from cvkit.errors import ConfigError
 from cvkit.registry import DATASETS, HOOKS, MODELS, OPTIMIZERS, SCHEDULERS
-from cvkit.settings import RunSettings, parse_settings
 
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 

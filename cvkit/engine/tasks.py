@@ -16,8 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cvkit.data.loader import collate_classification
-from cvkit.engine.collate_segmentation import collate_segmentation
+from cvkit.data.collate import collate_classification, collate_segmentation
 from cvkit.engine.evaluate import evaluate_classifier, evaluate_detector, evaluate_segmenter
 
 
@@ -31,7 +30,7 @@ class TaskSpec:
 
 def classification_report(model, loader, device, classes, out_dir: Path) -> dict[str, Any]:
     """Per-class table (printed), ``eval.json`` and ``confusion_matrix.png``."""
-    from cvkit.visualize import plot_confusion_matrix
+    from cvkit.visualize.plots import plot_confusion_matrix
 
     metrics, evaluator = evaluate_classifier(model, loader, device)
     report = {**evaluator.to_json_dict(classes), "metrics": metrics}  # metrics has val_loss
@@ -44,7 +43,7 @@ def classification_report(model, loader, device, classes, out_dir: Path) -> dict
 def detection_report(model, loader, device, classes, out_dir: Path) -> dict[str, Any]:
     """The COCO summary and per-class AP (printed), ``eval.json``, ``results.json``, the
     mean precision-recall curve and a picture of predictions."""
-    from cvkit.visualize_detection import plot_pr_curve
+    from cvkit.visualize.detection_plots import plot_pr_curve
 
     metrics, coco, results = evaluate_detector(model, loader, device)
     report = {"metrics": metrics, "per_class": coco.per_class}
@@ -83,7 +82,7 @@ def draw_first_segmentation_batch(model, loader, device, classes, path: Path, li
     """
     import numpy as np
 
-    from cvkit.draw import caption, draw_segmentation, save_grid
+    from cvkit.visualize.draw import caption, draw_segmentation, save_grid
 
     loader.sampler.set_epoch(0)
     batch = next(iter(loader)).to(device)
@@ -107,7 +106,7 @@ def draw_first_segmentation_batch(model, loader, device, classes, path: Path, li
 @torch.no_grad()
 def draw_first_batch(model, loader, device, classes, path: Path, limit: int = 8) -> Path:
     """The first ``limit`` images of ``loader`` with the model's detections drawn."""
-    from cvkit.draw import draw_detections, save_grid
+    from cvkit.visualize.draw import draw_detections, save_grid
 
     loader.sampler.set_epoch(0)
     batch = next(iter(loader)).to(device)
@@ -125,7 +124,7 @@ def draw_first_batch(model, loader, device, classes, path: Path, limit: int = 8)
 
 
 def _collate_detection(items):
-    from cvkit.data.detection_collate import collate_detection
+    from cvkit.data.collate import collate_detection
 
     return collate_detection(items)
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cvkit import yaml_io
+from cvkit.config import yaml_io
 
 
 def inference_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cvkit import yaml_io
+from cvkit.config import yaml_io
 from cvkit.errors import ConfigError, ConfigFileError, OverrideError, did_you_mean
 
 COMMAND_LINE = "the command line"
@@ -225,13 +225,13 @@ def apply_overrides(cfg: Config, overrides: Iterable[str]) -> None:
 
 
 def _is_section(keys: list[str]) -> bool:
-    from cvkit.settings import is_section
+    from cvkit.config.settings import is_section
 
     return is_section(keys)
 
 
 def _is_known_key(keys: list[str], parent: dict[str, Any]) -> bool:
-    from cvkit.settings import is_known_key  # the schema lives above this module
+    from cvkit.config.settings import is_known_key  # the schema lives above this module
 
     return is_known_key(keys, parent)
 

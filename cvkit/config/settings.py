@@ -13,9 +13,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args, get_origin
 
-from cvkit.config import Config
+from cvkit.config.load import Config
+from cvkit.config.typecheck import check_value
 from cvkit.errors import ConfigError, MissingArgumentError, UnknownArgumentError, did_you_mean
-from cvkit.typecheck import check_value
 
 
 @dataclass

@@ -4,7 +4,7 @@ Inputs are plain arrays: pycocotools' ``precision [T=10, R=101, K, A=4, M=3]`` (
 a class has no ground truth; see :class:`cvkit.evaluation.coco_map.CocoResult`) and the
 ``[K + 1, K + 1]`` counts of :mod:`cvkit.evaluation.det_confusion`. Curves are for area
 ``all`` and ``maxDets=100``, the setting of the headline AP, so the AP in each legend is the
-mean of the curve drawn beside it. Like :mod:`cvkit.visualize`, figures use matplotlib's
+mean of the curve drawn beside it. Like :mod:`cvkit.visualize.plots`, figures use matplotlib's
 object API and leave ``pyplot``'s global state alone.
 """
 
@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.image import imsave
 from matplotlib.lines import Line2D
 
-from cvkit.visualize import (
+from cvkit.visualize.plots import (
     MAX_ANNOTATED_CLASSES,
     _annotate_counts,
     _as_numpy,
