@@ -13,14 +13,15 @@ PYTEST_ARGS ?=
 demo: $(STAMP)
 	$(BIN)/cvkit demo
 
-test: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# ruff; the layers (import-linter contracts in pyproject.toml); the types (mypy)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy cvkit plugins/cvkit_classic/cvkit_classic
 
 format: $(STAMP)
 	$(BIN)/ruff format .
@@ -33,4 +34,4 @@ $(STAMP): pyproject.toml $(PLUGIN_PROJECTS)
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache .import_linter_cache

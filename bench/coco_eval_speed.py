@@ -1,6 +1,6 @@
 """COCO bbox evaluation speed: cvkit vs pycocotools vs faster-coco-eval on the same files.
 
-For each size, COCO-like ground truth and results (``cvkit.evaluation.coco.synthetic``:
+For each size, COCO-like ground truth and results (``cvkit.data.synthetic_coco``:
 80 classes, about 7 objects and up to 100 detections per image, crowd regions, every area
 range) are written once to ``--data-dir`` and reused. Each backend then scores those files in
 a fresh Python process per measurement, so imports, caches and peak memory belong to that
@@ -130,7 +130,7 @@ def data_files(num_images: int, data_dir: Path, seed: int) -> tuple[Path, Path]:
         return gt_path, res_path
     import orjson
 
-    from cvkit.evaluation.coco.synthetic import coco_like
+    from cvkit.data.synthetic_coco import coco_like
 
     t0 = time.perf_counter()
     gt, results = coco_like(num_images, seed=seed)

@@ -3,7 +3,10 @@
 The built-in components register themselves the first time any registry is used (a lookup,
 a listing or a registration) or any name below is read, so ``import cvkit`` itself is cheap
 and tools that need no model (``cvkit coco-eval``) never import torch. Installed plugins
-register theirs on the first registry lookup too.
+register theirs on the first registry lookup too (both through ``cvkit.plugins``).
+
+This module is the public API, above every layer: below cli and engine (which read
+``__version__``) no module imports it (an import-linter contract in pyproject.toml).
 """
 
 from __future__ import annotations
@@ -27,36 +30,22 @@ _LAZY = {
         name: "cvkit.registry"
         for name in (
             "ANCHOR_GENERATORS", "BACKBONES", "BOX_CODERS", "DATASETS", "HEADS", "HOOKS",
-            "LOSSES", "MATCHERS", "METRICS", "MODELS", "NECKS", "OPTIMIZERS", "SAMPLERS",
-            "SCHEDULERS", "TRANSFORMS",
+            "LOSSES", "MATCHERS", "METRICS", "MODELS", "NECKS", "OPTIMIZERS", "PREPROCESSORS",
+            "SAMPLERS", "SCHEDULERS", "TASKS", "TRANSFORMS",
         )
     },
 }  # fmt: skip
 _SUBPACKAGES = ("data", "engine", "evaluation", "models", "registry")
-_BUILTIN_MODULES = (
-    "cvkit.data",
-    "cvkit.engine",
-    "cvkit.engine.optim",
-    "cvkit.evaluation.classification",
-    "cvkit.evaluation.segmentation",
-    "cvkit.models",
-)
-_builtins = "absent"  # -> "loading" -> "loaded"
 
 
 def load_builtins() -> None:
-    """Import every module that registers a built-in component (once; re-entrant)."""
-    global _builtins
-    if _builtins != "absent":
-        return
-    _builtins = "loading"
-    try:
-        for name in _BUILTIN_MODULES:
-            importlib.import_module(name)
-    except BaseException:
-        _builtins = "absent"
-        raise
-    _builtins = "loaded"
+    """Import every module that registers a built-in component (once; re-entrant).
+
+    The list lives in ``cvkit.plugins``, which the registry calls on its first use.
+    """
+    from cvkit import plugins  # here, not at the top: importlib.metadata is slow to import
+
+    plugins.load_builtins()
 
 
 def __getattr__(name: str) -> Any:
@@ -81,8 +70,10 @@ __all__ = [
     "MODELS",
     "NECKS",
     "OPTIMIZERS",
+    "PREPROCESSORS",
     "SAMPLERS",
     "SCHEDULERS",
+    "TASKS",
     "TRANSFORMS",
     "Config",
     "ConfigError",
@@ -93,6 +84,7 @@ __all__ = [
     "engine",
     "evaluation",
     "from_dict",
+    "load_builtins",
     "load_config",
     "models",
     "registry",

@@ -12,8 +12,10 @@
    built just before it (backbone -> neck -> head).
 
 Which registry builds a nested ``{type: ...}`` dict is decided by the argument's name
-(``backbone`` -> BACKBONES, ``cls_loss`` -> LOSSES, ``transforms`` -> TRANSFORMS, ...); an
-argument with another name looks the type up in every registry.
+(``backbone`` -> BACKBONES, ``cls_loss`` -> LOSSES, ``transforms`` -> TRANSFORMS, ...:
+``cvkit.registry.registry_for_arg``); an argument with another name looks the type up in
+every registry. This is the one way to build from a config: ``build(cfg, BACKBONES)``; a
+registry itself only maps names to classes.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, get_args, get_origin
 
 from cvkit import registry as R
-from cvkit.config.typecheck import Deferred, check_value, type_name
+from cvkit.config.typecheck import Deferred, check_value, parameters, type_name
 from cvkit.errors import (
     ConfigError,
     MissingArgumentError,
@@ -34,54 +36,12 @@ from cvkit.errors import (
     UnknownTypeError,
     did_you_mean,
 )
+from cvkit.registry import registry_for_arg
 
 # The arguments whose value the builder fills from the upstream sibling's feature_info.
 WIRED_ARGS = ("in_channels", "in_strides")
 
-_BY_NAME: dict[str, R.Registry] = {
-    "backbone": R.BACKBONES,
-    "neck": R.NECKS,
-    "head": R.HEADS,
-    "model": R.MODELS,
-    "loss": R.LOSSES,
-    "losses": R.LOSSES,
-    "anchor_generator": R.ANCHOR_GENERATORS,
-    "box_coder": R.BOX_CODERS,
-    "matcher": R.MATCHERS,
-    "sampler": R.SAMPLERS,
-    "transforms": R.TRANSFORMS,
-    "transform": R.TRANSFORMS,
-    "dataset": R.DATASETS,
-    "metrics": R.METRICS,
-    "metric": R.METRICS,
-    "hooks": R.HOOKS,
-    "optimizer": R.OPTIMIZERS,
-    "scheduler": R.SCHEDULERS,
-    "preprocessor": R.PREPROCESSORS,
-}
-_BY_SUFFIX: dict[str, R.Registry] = {
-    "_backbone": R.BACKBONES,
-    "_neck": R.NECKS,
-    "_head": R.HEADS,
-    "_loss": R.LOSSES,
-    "_transforms": R.TRANSFORMS,
-    "_matcher": R.MATCHERS,
-    "_sampler": R.SAMPLERS,
-    "_coder": R.BOX_CODERS,
-    "_generator": R.ANCHOR_GENERATORS,
-}
-
 Describe = Callable[[str], "str | None"]
-
-
-def registry_for_arg(name: str) -> R.Registry | None:
-    """The registry that builds ``{type: ...}`` values of an argument called ``name``."""
-    if name in _BY_NAME:
-        return _BY_NAME[name]
-    for suffix, reg in _BY_SUFFIX.items():
-        if name.endswith(suffix):
-            return reg
-    return None
 
 
 @dataclass
@@ -143,7 +103,7 @@ def plan(
     where = path or "<config>"
     try:
         cls = _resolve_type(cfg, registry, where)
-        params, hints, var_kw = _signature(cls)
+        params, hints, var_kw = parameters(cls)
         node = Node(cls, path)
         for key, value in cfg.items():
             if key == "type":
@@ -210,11 +170,11 @@ def instantiate(node: Node, upstream: Sequence[Any] | None = None, describe=None
     except ConfigError as err:
         raise _with_file(err.at(node.path or "<config>"), node.path, describe) from err.__cause__
     except (ValueError, TypeError, KeyError, OSError) as exc:  # OSError: a missing file, no network
-        err = ConfigError(
+        error = ConfigError(
             f"{_name(node.cls)} could not be built: {type(exc).__name__}: {exc}",
             where=node.path or "<config>",
         )
-        raise _with_file(err, node.path, describe) from exc
+        raise _with_file(error, node.path, describe) from exc
 
 
 def _instantiate_value(value: Any, upstream: Sequence[Any] | None, describe) -> Any:
@@ -261,48 +221,9 @@ def _resolve_type(cfg: dict[str, Any], registry: R.Registry | None, where: str) 
             return type_
         raise UnknownTypeError(f"'type' must be a name, got {type_!r}", where=f"{where}.type")
     try:
-        if registry is not None or ":" in type_:
-            return (registry or R.MODELS).get(type_)
-        return _find_anywhere(type_)
+        return R.resolve(type_, registry)
     except UnknownTypeError as err:
         raise err.at(f"{where}.type") from None
-
-
-def _find_anywhere(name: str) -> Any:
-    found = [reg for reg in R.REGISTRIES.values() if name in reg]
-    if len(found) == 1:
-        return found[0].get(name)
-    if len(found) > 1:
-        kinds = ", ".join(r.kind for r in found)
-        raise UnknownTypeError(
-            f"{name!r} is registered as more than one kind of component ({kinds})",
-            hints=["give it under an argument named after its kind (backbone, neck, head...)"],
-        )
-    every = [n for reg in R.REGISTRIES.values() for n in reg.names()]
-    raise UnknownTypeError(
-        f"{name!r} is not registered in any registry",
-        hints=[did_you_mean(name, every), "`cvkit list` shows every registered name"],
-    )
-
-
-def _signature(cls: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
-    try:
-        sig = inspect.signature(cls)
-    except (TypeError, ValueError):
-        return {}, {}, True
-    params = {
-        n: p
-        for n, p in sig.parameters.items()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
-    var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    target = cls.__init__ if isinstance(cls, type) else cls
-    try:
-        hints = typing.get_type_hints(target)
-    except Exception:  # unresolvable forward references in third-party code
-        hints = {}
-    hints = {n: hints.get(n, p.annotation) for n, p in params.items()}
-    return params, hints, var_kw
 
 
 def _unknown_argument(cls: Any, key: str, params: dict, where: str) -> UnknownArgumentError:
@@ -333,13 +254,3 @@ def is_component(value: Any) -> bool:
 
 
 __all__ = ["WIRED_ARGS", "Node", "build", "instantiate", "is_component", "plan", "registry_for_arg"]
-
-
-def accepts_argument(cfg: dict[str, Any], key: str, arg: str) -> bool:
-    """Whether the component ``cfg`` (found under argument ``key``) takes ``arg``."""
-    try:
-        cls = _resolve_type(cfg, registry_for_arg(key), key)
-    except ConfigError:
-        return False
-    params, _, var_kw = _signature(cls)
-    return arg in params or var_kw

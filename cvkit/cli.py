@@ -28,8 +28,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError, FloatingPointError) as err:
-        # bad input (a missing file, an unreadable image or checkpoint, a NaN loss): the
-        # message names the file, key or step; a traceback would only hide it
+        # bad input (a missing file, an unreadable image, a checkpoint that is cut short, of
+        # another model or not resumable: CheckpointError, a NaN loss): the message names the
+        # file, key or step; a traceback would only hide it
         print(f"error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -197,8 +198,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
             print(f"{r.name:<20} {r.origin:<32} {r.target:<30} {status}")
         return 0
     if args.kind is None:
-        for name, reg in REGISTRIES.items():
-            names = reg.names()
+        for name, registry in REGISTRIES.items():
+            names = registry.names()
             shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
             print(f"{name:<18} {len(names):>4}  {shown}")
         print("\n`cvkit list KIND` shows one registry with sources and parameters.")
@@ -289,52 +290,15 @@ def _cmd_coco_eval(args: argparse.Namespace) -> int:
     phases = ", ".join(f"{k} {v:.2f} s" for k, v in result.timings.items() if k != "total")
     print(f"\nevaluated with {result.backend} in {result.timings['total']:.2f} s ({phases})")
     if args.out:
-        _write_coco_report(result, args)
+        from cvkit.evaluation.coco_report import coco_eval_report
+
+        print(
+            coco_eval_report(
+                result, args.ground_truth, args.results, args.iou_type, args.out,
+                args.score_threshold,
+            )
+        )  # fmt: skip
     return 0
-
-
-def _write_coco_report(result, args: argparse.Namespace) -> None:
-    """coco_eval.json, the precision-recall plots and the detection confusion matrix."""
-    import time
-    import warnings
-    from pathlib import Path
-
-    import orjson
-
-    from cvkit.evaluation.coco.load import gc_paused, load_ground_truth, load_results
-    from cvkit.evaluation.det_confusion import detection_confusion
-    from cvkit.visualize import detection_plots as plots
-
-    start, out = time.perf_counter(), Path(args.out)
-    gt = load_ground_truth(args.ground_truth)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the evaluation has warned about these results
-        dets = load_results(args.results, gt)  # boxes (from the masks where there are none)
-    confusion = detection_confusion(gt, dets, score_threshold=args.score_threshold)
-    out.mkdir(parents=True, exist_ok=True)
-    with gc_paused():  # to_json makes ~10^6 lists; the collector would walk them all
-        report = {
-            "ground_truth": str(args.ground_truth),
-            "results": str(args.results),
-            "iou_type": args.iou_type,
-            **result.to_json(),
-            "confusion": confusion.to_json(),
-        }
-        (out / "coco_eval.json").write_bytes(orjson.dumps(report))
-    p = result.precision
-    plots.plot_pr_curve(p, out / "pr_curve.png")
-    plots.plot_pr_grid(p, result.class_names, out / "pr_curves_grid.png")
-    per_class = plots.plot_pr_per_class(p, result.class_names, out / "pr_curves", result.cat_ids)
-    plots.plot_detection_confusion(
-        confusion.counts, confusion.class_names, out / "confusion_matrix.png",
-        iou_threshold=confusion.iou_threshold, score_threshold=confusion.score_threshold,
-    )  # fmt: skip
-    print(confusion.summary())
-    print(
-        f"wrote {out}: coco_eval.json, pr_curve.png, pr_curves_grid.png, "
-        f"pr_curves/ ({len(per_class)} PNGs), confusion_matrix.png "
-        f"in {time.perf_counter() - start:.2f} s"
-    )
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

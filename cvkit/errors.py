@@ -11,6 +11,9 @@ Each error carries three parts so that tests (and users) can rely on their shape
 The subclasses also derive from the builtin exception a Python user would expect
 (``KeyError`` for unknown names, ``TypeError`` for bad arguments), so ``except KeyError``
 keeps working, while ``str(err)`` stays readable (``KeyError`` would quote it).
+
+``CheckpointError`` is the one error here outside that family: a checkpoint file that cannot
+be used is bad input, not a bad config, so it is a ``ValueError`` (exit code 1, not 2).
 """
 
 from __future__ import annotations
@@ -93,6 +96,29 @@ class PluginError(ConfigError, ImportError):
 
 class DuplicateNameError(ConfigError, KeyError):
     """A name is registered twice in the same registry."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot serve what was asked of it: unreadable or truncated, of
+    another model, or without the training state a resume needs.
+
+    Bad input rather than a bad config, so it is a ``ValueError`` (the command line exits
+    with 1, not the 2 of a ``ConfigError``). The message names the file, says which case it
+    is, and, on indented lines, what to pass instead.
+
+    Args:
+        what: the problem, naming the file.
+        hints: lines that say what to do.
+    """
+
+    def __init__(self, what: str, hints: Iterable[str] = ()) -> None:
+        self.what = what
+        self.hints = [h for h in hints if h]
+        super().__init__("\n".join([what, *(f"  {h}" for h in self.hints)]))
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """A checkpoint file, or a run folder to resume, that does not exist."""
 
 
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:

@@ -1,6 +1,9 @@
 """Plugin discovery: entry points, ``imports:`` in configs, and ``--plugin`` on the CLI.
 
-A plugin is any module that registers components when imported. Three ways bring one in:
+A plugin is any module that registers components when imported. cvkit's own components come
+in the same way: ``load_builtins`` imports the modules named in ``BUILTIN_MODULES`` on the
+first registry use, by name, so this foundation module depends on no layer above it. Three
+ways bring in the others:
 
 * an installed package that declares ``[project.entry-points."cvkit.plugins"]``; every such
   entry point is imported once, lazily, on the first registry lookup;
@@ -47,6 +50,38 @@ class PluginRecord:
 
 _records: dict[str, PluginRecord] = {}
 _entry_points_loaded = False
+_builtins = "absent"  # -> "loading" -> "loaded"
+
+# The modules whose import registers every built-in component (each package's __init__
+# imports its component modules). Imported by name, like an entry point.
+BUILTIN_MODULES = (
+    "cvkit.data",
+    "cvkit.engine",
+    "cvkit.engine.optim",
+    "cvkit.evaluation.classification",
+    "cvkit.evaluation.segmentation",
+    "cvkit.models",
+)
+
+
+def load_builtins() -> None:
+    """Import every module that registers a built-in component (once; re-entrant).
+
+    A failure propagates (a broken install is not a plugin to skip) and the next call retries.
+    """
+    global _builtins
+    if _builtins != "absent":
+        return
+    _builtins = "loading"  # the modules look up registries while they import
+    try:
+        for name in BUILTIN_MODULES:
+            importlib.import_module(name)
+    except BaseException:
+        _builtins = "absent"
+        raise
+    _builtins = "loaded"
+
+
 _current_source: list[str] = []
 
 

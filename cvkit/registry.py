@@ -13,8 +13,13 @@ Example:
     ['Ball']
 
 ``type`` may also be a dotted import path, ``"package.module:Class"``. Registering a name twice
-raises. Installed plugins (entry points) are imported on the first lookup, so their components
-are found without any import by the user.
+raises. The built-in components and the installed plugins (entry points) are imported on the
+first lookup (``cvkit.plugins``), so their components are found without any import by the user.
+
+A registry only maps names to classes; ``cvkit.build(cfg, REGISTRY)`` (``cvkit.builder``, the
+layer above) turns a config dict into objects. ``registry_for_arg`` and ``resolve`` say which
+registry a config argument's ``{type: ...}`` belongs to and what class a name means, for the
+builder and for the config's override checks alike.
 """
 
 from __future__ import annotations
@@ -60,17 +65,17 @@ class Registry:
         """Decorator: ``@REG.register()``, ``@REG.register("alias")`` or ``@REG.register``."""
         if callable(name) and not isinstance(name, str):  # used bare: @REG.register
             self.add(name)
-            return name  # type: ignore[return-value]
+            return name
 
         def decorator(obj: T) -> T:
-            self.add(obj, name)  # type: ignore[arg-type]
+            self.add(obj, name)
             return obj
 
         return decorator
 
     def add(self, obj: Any, name: str | None = None, source: str | None = None) -> None:
         """Register ``obj`` under ``name`` (default: its ``__name__``). A duplicate raises."""
-        _load_builtins()  # so a clash with a built-in name is reported here, not later
+        plugins.load_builtins()  # so a clash with a built-in name is reported here, not later
         name = name or obj.__name__
         if name in self._entries:
             old = self._entries[name]
@@ -115,19 +120,13 @@ class Registry:
 
     def names(self, pattern: str = "*") -> list[str]:
         """Sorted registered names matching an fnmatch ``pattern`` (``"Res*"``)."""
-        _load_builtins()
+        plugins.load_builtins()
         plugins.load_entry_points()
         every = set(self._entries) | set(self._provided_entries())
         return sorted(n for n in every if fnmatch.fnmatchcase(n, pattern))
 
     def entries(self) -> list[Entry]:
         return [self.entry(n) for n in self.names()]
-
-    def build(self, cfg: dict[str, Any], **defaults: Any) -> Any:
-        """Build ``cfg`` (a dict with ``type``) and its nested components; see ``cvkit.build``."""
-        from cvkit.builder import build
-
-        return build(cfg, self, **defaults)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self._lookup(name) is not None
@@ -148,7 +147,7 @@ class Registry:
 
     # -- internals -----------------------------------------------------------------------
     def _lookup(self, name: str) -> Entry | None:
-        _load_builtins()
+        plugins.load_builtins()
         if name not in self._entries:
             plugins.load_entry_points()
         return self._entries.get(name) or self._provided_entries().get(name)
@@ -171,12 +170,6 @@ class Registry:
             *plugins.failure_hints(),
         ]
         return UnknownTypeError(f"{name!r} is not a registered {self.kind}", hints=hints)
-
-
-def _load_builtins() -> None:
-    import cvkit
-
-    cvkit.load_builtins()
 
 
 def _qualname(obj: Any) -> str:
@@ -227,6 +220,7 @@ HOOKS = Registry("hook")
 OPTIMIZERS = Registry("optimizer")
 SCHEDULERS = Registry("scheduler")
 PREPROCESSORS = Registry("preprocessor")
+TASKS = Registry("task")  # what the engine does per task: collate, evaluate, report, predict
 
 REGISTRIES: dict[str, Registry] = {
     r.plural: r
@@ -247,5 +241,81 @@ REGISTRIES: dict[str, Registry] = {
         OPTIMIZERS,
         SCHEDULERS,
         PREPROCESSORS,
+        TASKS,
     )
 }
+
+# Which registry builds a nested ``{type: ...}`` dict, by the name of the argument holding it.
+_BY_ARG_NAME: dict[str, Registry] = {
+    "backbone": BACKBONES,
+    "neck": NECKS,
+    "head": HEADS,
+    "model": MODELS,
+    "loss": LOSSES,
+    "losses": LOSSES,
+    "anchor_generator": ANCHOR_GENERATORS,
+    "box_coder": BOX_CODERS,
+    "matcher": MATCHERS,
+    "sampler": SAMPLERS,
+    "transforms": TRANSFORMS,
+    "transform": TRANSFORMS,
+    "dataset": DATASETS,
+    "metrics": METRICS,
+    "metric": METRICS,
+    "hooks": HOOKS,
+    "optimizer": OPTIMIZERS,
+    "scheduler": SCHEDULERS,
+    "preprocessor": PREPROCESSORS,
+}
+_BY_ARG_SUFFIX: dict[str, Registry] = {
+    "_backbone": BACKBONES,
+    "_neck": NECKS,
+    "_head": HEADS,
+    "_loss": LOSSES,
+    "_transforms": TRANSFORMS,
+    "_matcher": MATCHERS,
+    "_sampler": SAMPLERS,
+    "_coder": BOX_CODERS,
+    "_generator": ANCHOR_GENERATORS,
+}
+
+
+def registry_for_arg(name: str) -> Registry | None:
+    """The registry that builds ``{type: ...}`` values of an argument called ``name``.
+
+    ``backbone`` -> BACKBONES, ``cls_loss`` -> LOSSES; ``None`` for any other name (its type
+    is then looked up in every registry).
+    """
+    if name in _BY_ARG_NAME:
+        return _BY_ARG_NAME[name]
+    for suffix, reg in _BY_ARG_SUFFIX.items():
+        if name.endswith(suffix):
+            return reg
+    return None
+
+
+def resolve(name: str, registry: Registry | None = None) -> Any:
+    """The object a config's ``type`` names: in ``registry``, or with ``None`` in the one
+    registry that has it; a dotted ``"pkg.mod:Class"`` is imported.
+
+    Raises:
+        UnknownTypeError: no registry (or more than one) has ``name``.
+    """
+    if registry is not None:
+        return registry.get(name)
+    if ":" in name:
+        return _import_dotted(name, "component")
+    found = [reg for reg in REGISTRIES.values() if name in reg]
+    if len(found) == 1:
+        return found[0].get(name)
+    if len(found) > 1:
+        kinds = ", ".join(r.kind for r in found)
+        raise UnknownTypeError(
+            f"{name!r} is registered as more than one kind of component ({kinds})",
+            hints=["give it under an argument named after its kind (backbone, neck, head...)"],
+        )
+    every = [n for reg in REGISTRIES.values() for n in reg.names()]
+    raise UnknownTypeError(
+        f"{name!r} is not registered in any registry",
+        hints=[did_you_mean(name, every), "`cvkit list` shows every registered name"],
+    )

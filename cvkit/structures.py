@@ -130,6 +130,27 @@ class DetPrediction:
     labels: torch.Tensor
     image_id: int
 
+    @classmethod
+    def from_batch_pixels(
+        cls,
+        boxes: torch.Tensor,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        image_size: tuple[int, int],
+        target: DetTarget | None,
+    ) -> DetPrediction:
+        """One image's detections, boxes ``Tensor[K, 4]`` rescaled from the pixels of the
+        batch (the image was ``image_size`` ``(h, w)`` there) to those of its file
+        (``target.orig_size``). Without a target nothing says the file's size: the boxes
+        stay as they are and ``image_id`` is ``-1``."""
+        image_id, scale = -1, (1.0, 1.0)
+        if target is not None:
+            image_id = target.image_id
+            h, w = image_size
+            scale = (target.orig_size[0] / h, target.orig_size[1] / w)
+        factor = boxes.new_tensor([scale[1], scale[0], scale[1], scale[0]])
+        return cls(boxes * factor, scores, labels, image_id)
+
 
 # -- semantic segmentation ---------------------------------------------------------------------
 @dataclass

@@ -51,12 +51,25 @@ def test_segmenter_step_time_runs_both_pairs():
     assert all(r > 0 for r in out.values())
 
 
-def test_retinanet_parity_trains_and_scores_both_models(tmp_path):
+@pytest.fixture(scope="module")
+def shapes_cache(tmp_path_factory) -> dict[str, str]:
+    """One generated-data cache for the benches that use the embedded shapes."""
+    return {"CVKIT_CACHE": str(tmp_path_factory.mktemp("cache"))}
+
+
+def test_detection_eval_time_runs_both_ways_with_equal_metrics(shapes_cache):
+    args = ("--rounds", "1", "--images", "4", "--threads", "1")
+    stdout = run_bench("detection_eval_time.py", *args, env=shapes_cache)
+    assert "4 images" in stdout and "both ways" in stdout
+    assert re.search(r"^detection_eval: one forward / two forwards = [0-9.]+", stdout, re.M)
+
+
+def test_retinanet_parity_trains_and_scores_both_models(tmp_path, shapes_cache):
     out = tmp_path / "parity.json"
     args = ("--seeds", "0", "--epochs", "1", "--train-images", "16", "--val-images", "8")
     stdout = run_bench(
         "retinanet_parity.py", *args, "--threads", "1", "--out", str(out),
-        env={"CVKIT_CACHE": str(tmp_path / "cache")},
+        env=shapes_cache,
     )  # fmt: skip
     assert "| cvkit | 0 |" in stdout and "| torchvision | 0 |" in stdout
     report = json.loads(out.read_text())

@@ -7,16 +7,21 @@ the enclosing box of two identical points) is 0, and a flat box's aspect angle i
 
 from __future__ import annotations
 
+import ast
 import doctest
 import importlib
+import inspect
 import itertools
 import math
+import pkgutil
+from pathlib import Path
 
 import pytest
 import torch
 import torchvision.ops as tvops
 
-from cvkit.ops import boxes as B
+import cvkit.ops as B
+from cvkit.models.losses import iou_losses
 
 PAIRWISE = {
     "iou": B.box_iou,
@@ -30,7 +35,11 @@ ALIGNED = {
     "diou": B.distance_box_iou_aligned,
     "ciou": B.complete_box_iou_aligned,
 }
-LOSSES = {"giou": B.giou_loss, "diou": B.diou_loss, "ciou": B.ciou_loss}
+LOSSES = {
+    "giou": iou_losses.giou_loss,
+    "diou": iou_losses.diou_loss,
+    "ciou": iou_losses.ciou_loss,
+}
 TORCHVISION = {
     "iou": tvops.box_iou,
     "giou": tvops.generalized_box_iou,
@@ -143,18 +152,42 @@ def _close(actual: torch.Tensor, expected, atol: float = 1e-6) -> None:
 
 
 # -- the package -----------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["cvkit.ops.box_iou", "cvkit.ops.nms", "cvkit.ops.boxes"])
+OPS_MODULES = ["boxes", "iou", "non_max_suppression"]
+
+
+@pytest.mark.parametrize(
+    "name", [f"cvkit.ops.{m}" for m in OPS_MODULES] + ["cvkit.models.losses.iou_losses"]
+)
 def test_docstring_examples_run(name):
     result = doctest.testmod(importlib.import_module(name))
     assert result.attempted > 0 and result.failed == 0
 
 
-def test_every_public_name_is_importable_from_boxes_and_ops():
-    import cvkit.ops
+def test_no_ops_module_is_shadowed_by_a_function():
+    # `import cvkit.ops.iou` must give the module: no function may share a module's name
+    found = sorted(m.name for m in pkgutil.iter_modules(B.__path__))
+    assert found == OPS_MODULES
+    for name in found:
+        assert inspect.ismodule(getattr(B, name)), name
 
-    for name in cvkit.ops.__all__:
-        assert getattr(cvkit.ops, name) is getattr(B, name)
-    assert set(B.__all__) == set(cvkit.ops.__all__)
+
+@pytest.mark.parametrize("name", OPS_MODULES)
+def test_ops_modules_share_only_public_names(name):
+    """No module reaches into another's private helpers."""
+    tree = ast.parse(Path(importlib.import_module(f"cvkit.ops.{name}").__file__).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("cvkit"):
+            assert not [a.name for a in node.names if a.name.startswith("_")], node.module
+
+
+def test_every_public_name_is_importable_from_ops_and_its_module():
+    for name in B.__all__:
+        owners = [m for m in OPS_MODULES if name in getattr(B, m).__all__]
+        assert len(owners) == 1, (name, owners)
+        assert getattr(B, name) is getattr(getattr(B, owners[0]), name)
+    every = {n for m in OPS_MODULES for n in getattr(B, m).__all__}
+    assert every == set(B.__all__)
+    assert not hasattr(B, "giou_loss")  # losses live in models, above ops
 
 
 # -- conversions, area, clipping -------------------------------------------------------------
@@ -398,11 +431,11 @@ def test_ciou_loss_gradient_holds_alpha_constant():
     alpha = v / (1 - B.box_iou_aligned(pred, target).detach() + v)
 
     def frozen(p, t):
-        return B.diou_loss(p, t) + alpha * aspect_v(p, t)
+        return iou_losses.diou_loss(p, t) + alpha * aspect_v(p, t)
 
     assert torch.autograd.gradcheck(frozen, (pred, target))
-    _close(B.ciou_loss(pred, target), frozen(pred, target), atol=1e-12)
-    ours = torch.autograd.grad(B.ciou_loss(pred, target).sum(), (pred, target))
+    _close(iou_losses.ciou_loss(pred, target), frozen(pred, target), atol=1e-12)
+    ours = torch.autograd.grad(iou_losses.ciou_loss(pred, target).sum(), (pred, target))
     expected = torch.autograd.grad(frozen(pred, target).sum(), (pred, target))
     for a, b in zip(ours, expected):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)

@@ -135,10 +135,10 @@ def test_constructor_value_errors_become_config_errors_with_the_path():
     assert isinstance(err.value.__cause__, ValueError)
 
 
-def test_registry_build_and_defaults():
-    head = HEADS.build({"type": "ClsHead", "in_channels": 4}, num_classes=5)
+def test_build_with_a_registry_and_defaults():
+    head = build({"type": "ClsHead", "in_channels": 4}, HEADS, num_classes=5)
     assert head.fc.out_features == 5
-    neck = NECKS.build({"type": "GlobalPool", "in_channels": [3, 7]})
+    neck = build({"type": "GlobalPool", "in_channels": [3, 7]}, NECKS)
     assert neck([torch.zeros(1, 3, 2, 2), torch.ones(1, 7, 2, 2)]).shape == (1, 7)
 
 
@@ -164,7 +164,7 @@ def test_fresh_registry_components_build_too():
         def __init__(self, size: int = 1) -> None:
             self.size = size
 
-    assert reg.build({"type": "Widget", "size": 3}).size == 3
+    assert build({"type": "Widget", "size": 3}, reg).size == 3
     assert BACKBONES.get("TimmBackbone")  # the global registries are untouched
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from cvkit.evaluation.coco.synthetic import coco_like
+from cvkit.coco_file import CocoFormatError, load_coco_json
+from cvkit.data.synthetic_coco import coco_like
 from cvkit.evaluation.coco_map import STAT_NAMES, evaluate_coco
 from cvkit.visualize.detection_plots import (
     plot_detection_confusion,
@@ -99,7 +100,7 @@ def test_a_missing_file_is_named(files):
     folder, _, _ = files
     out = run_cli("coco-eval", "nope.json", "results.json", cwd=folder)
     assert out.returncode == 1
-    assert "nope.json" in out.stderr and "cannot read" in out.stderr
+    assert f"error: COCO file 'nope.json' (relative to '{folder}') does not exist" in out.stderr
     assert "Traceback" not in out.stderr
 
 
@@ -108,8 +109,20 @@ def test_bad_json_is_named(files):
     (folder / "broken.json").write_text('[{"image_id": 1,')
     out = run_cli("coco-eval", "gt.json", "broken.json", "--out", "x", cwd=folder)
     assert out.returncode == 1
-    assert "broken.json: not valid JSON" in out.stderr
+    assert "COCO file 'broken.json' is not valid JSON: Expecting" in out.stderr
     assert not (folder / "x").exists()
+
+
+def test_a_broken_ground_truth_gets_the_training_datasets_message(files):
+    folder, gt, _ = files
+    broken = {**gt, "annotations": [dict(a) for a in gt["annotations"]]}
+    broken["annotations"][4]["bbox"] = [1, 2, 3]
+    (folder / "broken_gt.json").write_text(json.dumps(broken))
+    with pytest.raises(CocoFormatError) as training:  # what CocoDetection reads it with
+        load_coco_json(folder / "broken_gt.json")
+    out = run_cli("coco-eval", str(folder / "broken_gt.json"), "results.json", cwd=folder)
+    assert out.returncode == 1
+    assert out.stderr.strip() == f"error: {training.value}"
 
 
 def test_results_for_other_images_are_refused(files):

@@ -41,7 +41,11 @@ def trained(tmp_path_factory):
 
 def test_train_logs_miou_and_writes_the_report_and_a_picture(trained):
     folder, _, stdout = trained
-    eval_line = next(line for line in stdout.splitlines() if line.startswith("epoch 1/1 step 2"))
+    eval_line = next(
+        line
+        for line in stdout.splitlines()
+        if line.startswith("epoch 1/1 step 2") and "mIoU" in line
+    )
     assert "mIoU" in eval_line and "pixel_acc" in eval_line and "val_loss" in eval_line
     run = folder / "runs" / "seg"
     report = json.loads((run / "eval.json").read_text())

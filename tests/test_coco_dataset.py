@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import cvkit
-from cvkit.data.coco_checks import CocoFormatError
+from cvkit.coco_file import CocoFormatError
 from cvkit.data.collate import collate_detection
 from cvkit.data.loader import build_loader
 from cvkit.registry import DATASETS
@@ -54,7 +54,7 @@ def _coco_dict() -> dict:
             _ann(11, 1, 7, [0, 0, 60, 40], iscrowd=1, area=2400),
             _ann(12, 2, 1, [5, 6, 7, 8], iscrowd=0, area=56),
         ],
-        "categories": CATEGORIES,
+        "categories": [dict(c) for c in CATEGORIES],  # cases change their copy
     }
 
 
@@ -66,7 +66,7 @@ def tiny(tmp_path: Path):
     _png(images / "b.png", 30, 50)
     _png(images / "empty.png", 20, 20)
 
-    def make(data: dict | None = None, name: str = "ann.json") -> tuple[Path, Path]:
+    def make(data: dict | list | None = None, name: str = "ann.json") -> tuple[Path, Path]:
         path = tmp_path / name
         path.write_text(json.dumps(_coco_dict() if data is None else data))
         return path, images
@@ -278,6 +278,19 @@ BAD = {
         "image id 2 has file_name '/etc/b.png', an absolute path",
     ),
     "no size": (_set("images", 1, width=None), "image id 1 has width None"),
+    "image_id text": (
+        _set("annotations", 1, image_id="1"),
+        "annotation id 11 has image_id '1'; an 'image_id' is the integer id of an entry of "
+        "'images'",
+    ),
+    "annotation not an object": (
+        lambda d: d["annotations"].insert(1, "oops"),
+        "annotations[1] is a JSON string, not an object",
+    ),
+    "no category id": (
+        lambda d: d["categories"][2].pop("id"),
+        "categories[2] has no 'id'; an 'id' is an integer",
+    ),
 }
 
 
@@ -288,7 +301,7 @@ def test_bad_file_stops_at_construction_naming_file_and_id(tiny, case):
     change(data)
     ann_file, images = tiny(data)
     message = _build_error(CocoFormatError, ann_file, images)
-    assert message.startswith(f"COCO file '{ann_file}' ")
+    assert message.startswith(f"COCO file '{ann_file}'")
     assert expected in message
 
 
@@ -315,12 +328,108 @@ def test_json_error_gives_line_and_column(tmp_path):
 
 def test_missing_annotation_file_and_image_dir(tiny, tmp_path):
     message = _build_error(FileNotFoundError, tmp_path / "nope.json", tmp_path)
-    assert message == f"COCO annotation file '{tmp_path / 'nope.json'}' does not exist"
+    assert message == f"COCO file '{tmp_path / 'nope.json'}' does not exist"
     ann_file, _ = tiny()
     message = _build_error(FileNotFoundError, ann_file, tmp_path / "elsewhere")
     assert message == (
         f"image_dir '{tmp_path / 'elsewhere'}' (for COCO file '{ann_file}') does not exist"
     )
+
+
+# -- one reader: training data and `cvkit coco-eval` word a broken file the same way -------------
+
+
+def _both_messages(ann_file: Path, image_dir: Path) -> tuple[str, str]:
+    """The message CocoDetection raises for ``ann_file``, and the one ``coco-eval`` raises."""
+    from cvkit.evaluation.coco_map import evaluate_coco
+
+    with pytest.raises(CocoFormatError) as training:
+        cvkit.data.coco.CocoDetection(str(ann_file), str(image_dir))
+    with pytest.raises(CocoFormatError) as evaluation:
+        evaluate_coco(ann_file, [])
+    return str(training.value), str(evaluation.value)
+
+
+def _then(change):
+    """``change`` mutates the data in place; the case writes the changed data."""
+    return lambda d: (change(d), d)[1]
+
+
+SAME = {
+    "not an object": (lambda d: [d], "holds a JSON array, not an object with 'images', "),
+    "no annotations": (_then(_without("annotations")), "has no 'annotations' list; a COCO"),
+    "section typo": (
+        _then(lambda d: d.update(annotation=d.pop("annotations"))),
+        "did you mean 'annotation'?",
+    ),
+    "images not a list": (
+        _then(lambda d: d.update(images={"id": 1})),
+        "has a JSON object as 'images', not a list",
+    ),
+    "annotation not an object": (
+        _then(lambda d: d["annotations"].insert(0, 7)),
+        ": annotations[0] is a JSON number, not an object",
+    ),
+    "bbox of 3": (
+        _then(_set("annotations", 0, bbox=[1, 2, 3])),
+        ": annotation id 10 has bbox [1, 2, 3]; a 'bbox' is 4 finite numbers [x, y, width, "
+        "height] in pixels",
+    ),
+    "image_id null": (
+        _then(_set("annotations", 2, image_id=None)),
+        ": annotation id 12 has image_id None; an 'image_id' is the integer id of an entry of "
+        "'images'",
+    ),
+    "category_id text": (
+        _then(_set("annotations", 1, category_id="dog")),
+        ": annotation id 11 has category_id 'dog'; a 'category_id' is the integer id",
+    ),
+    "area text": (
+        _then(_set("annotations", 0, area="big")),
+        ": annotation id 10 has area 'big'; an 'area' is a finite number of pixels",
+    ),
+    "image without id": (
+        _then(lambda d: d["images"][1].pop("id")),
+        ": images[1] has no 'id'; an 'id' is an integer",
+    ),
+    "category id text": (
+        _then(_set("categories", 0, id="seven")),
+        ": categories[0] has id 'seven'; an 'id' is an integer",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SAME))
+def test_a_broken_file_gets_one_message_from_training_and_coco_eval(tiny, case):
+    change, expected = SAME[case]
+    ann_file, images = tiny(change(_coco_dict()))
+    training, evaluation = _both_messages(ann_file, images)
+    assert training == evaluation
+    assert training.startswith(f"COCO file '{ann_file}'")
+    assert expected in training
+
+
+def test_unreadable_files_get_one_message_from_both(tiny, tmp_path):
+    _, images = tiny()
+    cases = {
+        tmp_path / "nope.json": (None, f"COCO file '{tmp_path / 'nope.json'}' does not exist"),
+        images: (None, f"COCO file '{images}' is a folder, not a file"),
+        tmp_path / "latin1.json": (
+            '{"images": "caf\xe9"}'.encode("latin-1"),
+            f"COCO file '{tmp_path / 'latin1.json'}' is not UTF-8 text (byte 15); save it as "
+            "UTF-8 JSON",
+        ),
+        tmp_path / "cut.json": (
+            b'{"images": [',
+            f"COCO file '{tmp_path / 'cut.json'}' is not valid JSON: Expecting value at line 1, "
+            "column 13",
+        ),
+    }
+    for path, (content, expected) in cases.items():
+        if content is not None:
+            path.write_bytes(content)
+        training, evaluation = _both_messages(path, images)
+        assert training == evaluation == expected
 
 
 def test_missing_image_file_counted_and_named(tiny):

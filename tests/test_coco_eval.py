@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from cvkit.evaluation.coco.synthetic import coco_like
+from cvkit.data.synthetic_coco import coco_like
 from cvkit.evaluation.coco_map import CocoEvalInputError, evaluate_coco
 
 
@@ -192,35 +192,86 @@ def test_results_naming_images_the_ground_truth_lacks(tmp_path):
     results.append(det(999, 1, [0, 0, 5, 5], 0.5))
     path = tmp_path / "res.json"
     path.write_text(json.dumps(results))
+    messages = set()
     for backend in ("cvkit", "pycocotools"):
         with pytest.raises(CocoEvalInputError) as err:
             evaluate_coco(gt, path, backend=backend)
-        assert f"{path}: " in str(err.value)
-        assert "name image ids that <ground truth> does not have: [999]" in str(err.value)
+        messages.add(str(err.value))
+    assert messages == {
+        f"COCO file '{path}': results[{len(results) - 1}] names image_id 999, which is not in "
+        "'images' of <ground truth> (ids: 1, 4, 7); 1 of "
+        f"{len(results)} results name images it lacks: evaluate against the ground truth these "
+        "results were made for"
+    }
 
 
 def test_a_detection_without_score_or_with_a_bad_box(tmp_path):
     gt, results = coco_like(num_images=3, num_classes=2, seed=0)
     broken = copy.deepcopy(results)
     del broken[2]["score"]
-    with pytest.raises(
-        CocoEvalInputError,
-        match=r"<results>: detection #2: 'score' is missing; "
-        "every detection needs a number 'score'",
-    ):
+    with pytest.raises(CocoEvalInputError) as err:
         evaluate_coco(gt, broken)
+    assert str(err.value) == "<results>: results[2] has no 'score'; a 'score' is a number"
     broken = copy.deepcopy(results)
     broken[1]["bbox"] = [1, 2, 3]
-    with pytest.raises(CocoEvalInputError, match=r"detection #1: 'bbox' is \[1, 2, 3\]; every "):
+    with pytest.raises(CocoEvalInputError) as err:
         evaluate_coco(gt, broken)
+    assert str(err.value) == (
+        "<results>: results[1] has bbox [1, 2, 3]; a 'bbox' is 4 finite numbers "
+        "[x, y, width, height] in pixels"
+    )
+    broken = copy.deepcopy(results)
+    broken[3] = "oops"
+    with pytest.raises(CocoEvalInputError, match=r"^<results>: results\[3\] is a JSON string, "):
+        evaluate_coco(gt, broken)
+
+
+def test_results_naming_unknown_categories_are_not_scored_with_a_warning():
+    gt, results = coco_like(num_images=3, num_classes=2, seed=0)
+    results.insert(1, det(results[0]["image_id"], 9, [0, 0, 5, 5], 0.5))
+    with pytest.warns(UserWarning) as record:
+        evaluate_coco(gt, results)
+    assert str(record[0].message) == (
+        "<results>: results[1] names category_id 9, which is not in 'categories' of "
+        f"<ground truth> (ids: 1, 2); 1 of {len(results)} results name categories it lacks "
+        "and are not scored, as in pycocotools"
+    )
 
 
 def test_unreadable_files_are_named(tmp_path):
     bad = tmp_path / "gt.json"
     bad.write_text("{not json")
-    with pytest.raises(CocoEvalInputError, match=f"{bad}: not valid JSON"):
+    with pytest.raises(CocoEvalInputError) as err:
         evaluate_coco(bad, [])
-    with pytest.raises(CocoEvalInputError, match=r"missing\.json: cannot read the file"):
+    assert str(err.value) == (
+        f"COCO file '{bad}' is not valid JSON: Expecting property name enclosed in double "
+        "quotes at line 1, column 2"
+    )
+    with pytest.raises(CocoEvalInputError) as err:  # also a FileNotFoundError
         evaluate_coco(tmp_path / "missing.json", [])
-    with pytest.raises(CocoEvalInputError, match="the ground truth has no 'annotations' list"):
+    assert isinstance(err.value, FileNotFoundError)
+    assert str(err.value) == f"COCO file '{tmp_path / 'missing.json'}' does not exist"
+    with pytest.raises(CocoEvalInputError, match=r"^<ground truth> has no 'annotations' list"):
         evaluate_coco({"images": [], "categories": []}, [])
+    with pytest.raises(CocoEvalInputError, match=r"^<results> holds a JSON object, not a list"):
+        evaluate_coco({"images": [], "annotations": [], "categories": []}, {"x": 1})
+
+
+def test_annotations_pycocotools_ignores_are_not_checked():
+    """The evaluator keeps pycocotools' tolerance: only the entries it scores must convert."""
+    gt = {
+        "images": [image(1)],
+        "annotations": [
+            gt_box(1, 1, 1, [0, 0, 10, 10]),
+            {**gt_box(2, 55, 1, [0, 0, 10, 10]), "area": "?"},  # image 55 is not listed
+        ],
+        "categories": CATS,
+    }
+    results = [det(1, 1, [0, 0, 10, 10], 0.9)]
+    assert assert_parity(gt, results).stats["AP"] == pytest.approx(1.0)
+    gt["annotations"][0]["area"] = "?"
+    with pytest.raises(CocoEvalInputError) as err:
+        evaluate_coco(gt, results)
+    assert str(err.value) == (
+        "<ground truth>: annotation id 1 has area '?'; an 'area' is a finite number of pixels"
+    )

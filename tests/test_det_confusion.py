@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from cvkit.data.synthetic_coco import coco_like
 from cvkit.evaluation.coco.load import load_ground_truth, load_results
-from cvkit.evaluation.coco.synthetic import coco_like
 from cvkit.evaluation.det_confusion import confusion_counts, detection_confusion
 
 K = 3  # classes 0..2; index 3 is background

@@ -4,10 +4,11 @@ import pytest
 import torch
 
 import cvkit
-from cvkit.models.heads.retina_head import RetinaHead, flatten_level
+from cvkit.models.heads.retina_head import RetinaHead
 from cvkit.models.losses.detection import IoULoss
 from cvkit.models.necks.fpn import FPN
 from cvkit.models.preprocessor import Preprocessor
+from cvkit.models.task_utils import box_regression_loss, flatten_level
 from cvkit.registry import MODELS
 from cvkit.structures import DetBatch, DetTarget
 
@@ -181,7 +182,8 @@ def reference_loss(model, batch, cls_loss=None):
         onehot[pos, target.labels[matched[pos]]] = 1.0
         loss_cls = loss_cls + cls_loss(logits[i][valid], onehot[valid])
         gt = target.boxes[matched[pos]]
-        loss_box = loss_box + model._box_loss(deltas[i][pos], gt, anchors[pos])
+        box = box_regression_loss(model.box_loss, model.box_coder, deltas[i][pos], gt, anchors[pos])
+        loss_box = loss_box + box
         num_pos += int(pos.sum())
     norm = max(1, num_pos)
     return {"loss_cls": loss_cls / norm, "loss_box": loss_box / norm}
@@ -278,3 +280,63 @@ def test_levels_without_positives_stay_out_of_the_box_backward():
     # 16-pixel boxes match the size-16 anchors of level 0 only
     assert grads[0] is not None and grads[0].abs().sum() > 0
     assert grads[1] is None
+
+
+def count_forward_calls(module: torch.nn.Module) -> list:
+    calls = []
+    module.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def assert_same_predictions(got, want):
+    assert len(got) == len(want)
+    for p, w in zip(got, want):
+        assert p.image_id == w.image_id and len(p.boxes) > 0
+        assert torch.equal(p.boxes, w.boxes) and torch.equal(p.scores, w.scores)
+        assert torch.equal(p.labels, w.labels)
+        assert not (p.boxes.requires_grad or p.scores.requires_grad)
+
+
+def test_loss_and_predict_equals_loss_and_predict_from_one_forward():
+    model = tiny_retinanet()
+    model.score_threshold = 0.0  # untrained scores are ~0.01: keep candidates to compare
+    batch = batch_with_crowd_and_empty()
+    model.eval()
+    want_losses, want_preds = model.loss(batch), model.predict(batch)
+    backbone_calls = count_forward_calls(model.backbone)
+    losses, preds = model.loss_and_predict(batch)
+    assert len(backbone_calls) == 1
+    assert losses.keys() == want_losses.keys()
+    assert all(torch.equal(losses[k], want_losses[k]) for k in losses)
+    assert losses["loss_cls"].requires_grad  # the loss part still trains
+    assert_same_predictions(preds, want_preds)
+    model.train()  # train mode: the same losses as loss() too
+    want = model.loss(batch)
+    assert all(torch.equal(v, want[k]) for k, v in model.loss_and_predict(batch)[0].items())
+    with pytest.raises(ValueError, match="needs targets"):
+        model.loss_and_predict(DetBatch(batch.images, batch.image_sizes))
+
+
+def test_strides_are_the_heads_in_strides_wired_from_the_neck():
+    model = tiny_retinanet()
+    neck_strides = [f.stride for f in model.neck.feature_info]
+    assert model.head.strides == neck_strides and model.strides == neck_strides
+    assert model.preprocessor.size_divisor == max(neck_strides)
+
+
+def test_strides_without_wiring_come_from_the_anchor_generator_or_fail_clearly():
+    from cvkit.models.backbones.tiny_net import TinyNet
+    from cvkit.models.task_utils import AnchorGenerator
+    from cvkit.models.tasks.retinanet import RetinaNet
+
+    backbone = TinyNet(width=8, out_indices=[1, 2])  # strides 4, 8
+    info = backbone.feature_info
+    neck = FPN([f.channels for f in info], [f.stride for f in info], 16, extra_levels=0)
+    head = RetinaHead(16, 2, num_anchors=9, num_convs=1, feat_channels=16)  # no in_strides
+    with pytest.raises(ValueError, match="the head has no in_strides"):
+        RetinaNet(backbone, neck, head)
+    fixed = AnchorGenerator(sizes=[[16], [32]], scales=[1.0, 1.26, 1.587], strides=[4, 8])
+    model = RetinaNet(backbone, neck, head, anchor_generator=fixed)
+    assert model.strides == [4, 8] and model.head.strides is None
+    (logits, _), _ = model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    assert [lv.shape[1] for lv in logits] == [8 * 8 * 9, 4 * 4 * 9]

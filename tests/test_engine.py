@@ -7,12 +7,13 @@ import torch
 from torch import nn
 
 from cvkit.config import from_dict
-from cvkit.engine import run
+from cvkit.engine import hooks, run
 from cvkit.engine.checkpoint import load_checkpoint
 from cvkit.engine.hooks import Hook
 from cvkit.engine.optim import param_groups
 from cvkit.engine.schedules import Cosine, MultiStep, Poly, Step
 from cvkit.engine.trainer import Trainer
+from cvkit.errors import CheckpointError
 from cvkit.registry import HOOKS
 
 
@@ -230,6 +231,30 @@ def test_checkpoint_from_another_model_is_a_clear_error(tmp_path):
 def test_resume_from_a_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="cannot resume"):
         run.train(from_dict(tiny(tmp_path)), resume=tmp_path / "nothing")
+
+
+def test_resume_with_other_param_groups_is_a_clear_error(tmp_path):
+    result = run.train(from_dict(tiny(tmp_path, max_steps=1, epochs=1)))
+    cfg = tiny(tmp_path, param_groups={"no_decay_norm_bias": False})  # 1 group, not 2
+    with pytest.raises(CheckpointError) as err:
+        run.train(from_dict(cfg), resume=result.run_dir)
+    text = str(err.value)
+    assert f"checkpoint '{result.run_dir / 'last.pt'}': its optimizer state does not fit" in text
+    assert "other train.optimizer or train.param_groups settings" in text
+
+
+def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere(tmp_path, capsys, monkeypatch):
+    run.train(from_dict(tiny(tmp_path, name="file", max_steps=2, epochs=1, log_interval=1)))
+    out = capsys.readouterr()
+    assert "\r" not in out.out + out.err
+    assert [line.split(" batch")[0] for line in out.out.splitlines() if " batch " in line] == [
+        "epoch 1/1 step 1",
+        "epoch 1/1 step 2",
+    ]
+    monkeypatch.setattr(hooks, "_is_terminal", lambda stream: True)
+    run.train(from_dict(tiny(tmp_path, name="tty", max_steps=2, epochs=1, log_interval=1)))
+    out = capsys.readouterr()
+    assert "\r" in out.err and " batch " not in out.out  # the bar, redrawn in place
 
 
 def test_normalize_in_the_transforms_is_a_clear_error(tmp_path):

@@ -156,3 +156,35 @@ def test_class_count_that_disagrees_with_the_data(write):
         train(load_config(path, ["model.head.num_classes=3"]))
     assert "the model has num_classes=3 but data.train has 10 classes" in str(err.value)
     assert "set model.head.num_classes=10" in str(err.value)
+
+
+def test_checkpoint_that_cannot_be_read_says_why_and_never_suggests_running_its_code(tmp_path):
+    import os
+
+    import torch
+
+    from cvkit.engine.checkpoint import load_checkpoint
+    from cvkit.errors import CheckpointError
+
+    class Code:
+        def __reduce__(self):
+            return (os.getcwd, ())
+
+    (tmp_path / "empty.pt").write_bytes(b"")
+    torch.save({"model": {"x": Code()}}, tmp_path / "code.pt")
+    torch.save({"w": torch.zeros(2)}, tmp_path / "bare.pt")
+    texts = {}
+    for name in ("empty.pt", "code.pt", "bare.pt"):
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(tmp_path / name)
+        texts[name] = str(err.value)
+    assert (
+        "empty.pt' cannot be read: it is not a complete checkpoint (the file is empty)"
+        in (texts["empty.pt"])
+    )
+    assert (
+        "code.pt' cannot be read: it holds Python objects other than tensors" in (texts["code.pt"])
+    )
+    assert "weights_only=False" not in texts["code.pt"]
+    assert "bare.pt' has no 'model' entry: it is not a cvkit checkpoint" in texts["bare.pt"]
+    assert "model.backbone.pretrained" in texts["bare.pt"]

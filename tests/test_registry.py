@@ -68,3 +68,12 @@ def test_every_builtin_registers_on_import():
     for kind in ("backbones", "necks", "heads", "models", "losses", "datasets", "optimizers"):
         assert REGISTRIES[kind].names(), kind
     assert bool(Registry("empty"))  # an empty registry is not falsy
+
+
+def test_every_registry_is_a_public_name():
+    import cvkit.registry as registry_module
+
+    declared = {n for n, v in vars(registry_module).items() if isinstance(v, Registry)}
+    assert declared == {n for n in cvkit.__all__ if n.isupper()}
+    for name in declared:
+        assert getattr(cvkit, name) is getattr(registry_module, name)

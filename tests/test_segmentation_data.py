@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import cvkit
-from cvkit.data.coco_checks import CocoFormatError
+from cvkit.coco_file import CocoFormatError
 from cvkit.data.coco_segmentation import CocoSegmentation
 from cvkit.data.segmentation import SegmentationFolder
 from cvkit.data.segmentation_checks import MaskError, colours_to_indices, read_mask

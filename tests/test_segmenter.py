@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import cvkit
 from cvkit.data.collate import collate_segmentation
 from cvkit.data.loader import build_loader
-from cvkit.engine.tasks import TASKS
+from cvkit.engine.tasks import task_of
 from cvkit.models.backbones.tiny_net import TinyNet
 from cvkit.models.heads.fcn_head import FCNHead, bilinear_upsample
 from cvkit.models.tasks.segmenter import Segmenter
@@ -146,13 +146,14 @@ def test_engine_evaluates_and_reports(tmp_path):
         _item(batch.images[i].permute(1, 2, 0).numpy(), batch.masks[i].numpy(), f"img{i}")
         for i in range(len(batch))
     ]
-    spec = TASKS["segmentation"]
-    loader = build_loader(items, 2, shuffle=False, collate_fn=spec.collate)
-    metrics = spec.evaluate(model, loader, torch.device("cpu"))
-    assert spec.default_metric in metrics and "val_loss" in metrics
-    report = spec.report(model, loader, torch.device("cpu"), ["bg", "square", "bar"], tmp_path)
+    task = task_of(model)
+    loader = build_loader(items, 2, shuffle=False, collate_fn=task.collate(model))
+    evaluation = task.evaluate(model, loader, torch.device("cpu"), items, keep_first=True)
+    assert task.default_metric in evaluation.metrics and "val_loss" in evaluation.metrics
+    report, text = task.report(evaluation, ["bg", "square", "bar"], tmp_path)
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert set(saved["per_class"]) == {"bg", "square", "bar"} and report["metrics"]["mIoU"] >= 0
+    assert "mIoU" in text and (tmp_path / "predictions.png").stat().st_size > 1000
 
 
 def test_a_variant_typo_fails_before_building():

@@ -141,9 +141,7 @@ def test_rpn_loss_equals_a_brute_force_reference():
     for i, t in enumerate(targets):
         for a in range(n):
             if len(t.boxes):
-                matched = int(
-                    head.matcher(cvkit.ops.boxes.box_iou(t.boxes, anchors[0]), t.iscrowd)[a]
-                )
+                matched = int(head.matcher(cvkit.ops.box_iou(t.boxes, anchors[0]), t.iscrowd)[a])
             else:
                 matched = -1
             if matched == -2:
@@ -264,3 +262,46 @@ def test_faster_rcnn_trains_on_crowd_and_empty_targets():
 def test_roi_strides_the_neck_lacks_are_an_error():
     with pytest.raises(ValueError, match=r"roi_strides \[4, 8\] name strides \[4\] that the neck"):
         RoIHead(in_channels=4, num_classes=2, in_strides=[8, 16], roi_strides=[4, 8])
+
+
+def test_loss_and_predict_equals_loss_and_predict_from_one_forward():
+    from tests.test_detector import assert_same_predictions, count_forward_calls
+
+    model = tiny_faster_rcnn()
+    batch = batch_of_squares()
+    model.eval()  # the RPN keeps its testing number of proposals for all three
+    torch.manual_seed(5)  # the samplers draw the same positives and negatives each time
+    want_losses, want_preds = model.loss(batch), model.predict(batch)
+    backbone_calls = count_forward_calls(model.backbone)
+    torch.manual_seed(5)
+    losses, preds = model.loss_and_predict(batch)
+    assert len(backbone_calls) == 1
+    assert losses.keys() == want_losses.keys()
+    assert all(torch.equal(losses[k], want_losses[k]) for k in losses)
+    assert losses["loss_roi_cls"].requires_grad
+    assert_same_predictions(preds, want_preds)
+    model.train()
+    torch.manual_seed(6)
+    want = model.loss(batch)
+    torch.manual_seed(6)
+    assert all(torch.equal(v, want[k]) for k, v in model.loss_and_predict(batch)[0].items())
+
+
+def test_rpn_strides_come_from_its_own_in_strides():
+    from cvkit.models.backbones.tiny_net import TinyNet
+    from cvkit.models.tasks.two_stage_detector import TwoStageDetector
+
+    model = tiny_faster_rcnn()
+    assert model.rpn_head.strides == [f.stride for f in model.neck.feature_info]
+    assert model.preprocessor.size_divisor == max(model.rpn_head.strides)
+    fixed = AnchorGenerator(sizes=[[16], [32]], strides=[2, 4])
+    rpn = RPNHead(in_channels=4, anchor_generator=fixed)  # no wiring: the generator's own
+    assert rpn.strides == [2, 4]
+    backbone = TinyNet(width=4, out_indices=[0, 1])  # strides 2, 4
+    info = backbone.feature_info
+    neck = FPN([f.channels for f in info], [f.stride for f in info], out_channels=4)
+    roi = RoIHead(in_channels=4, num_classes=2, in_strides=[2, 4], roi_strides=[2, 4])
+    TwoStageDetector(backbone, neck, rpn, roi)
+    assert rpn.strides == [2, 4]  # the detector reads them, never writes them
+    with pytest.raises(ValueError, match="RPNHead: no strides for the anchors"):
+        RPNHead(in_channels=4, anchor_generator=AnchorGenerator(sizes=[[16]]))

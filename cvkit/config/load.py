@@ -10,7 +10,8 @@ Rules (README, "Configs"):
 * ``imports:`` is the exception: a list union across every ``_base_`` file, so a child never
   drops a plugin its base needs.
 * Overrides are ``path.to.key=value`` (value parsed as YAML) and fail on a path that does not
-  exist; ``+path.to.key=value`` adds a key the config does not set yet.
+  exist, unless the schema or the component defines it (``cvkit.config.schema``);
+  ``+path.to.key=value`` adds a key the config does not set yet.
 
 Every leaf remembers the file that set it, so errors can say which file to edit.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cvkit.config import yaml_io
+from cvkit.config.schema import is_known_key, is_section
 from cvkit.errors import ConfigError, ConfigFileError, OverrideError, did_you_mean
 
 COMMAND_LINE = "the command line"
@@ -203,7 +205,7 @@ def apply_overrides(cfg: Config, overrides: Iterable[str]) -> None:
         keys, value, add = parse_override(text)
         node: Any = cfg.data
         for i, key in enumerate(keys[:-1]):
-            if isinstance(node, dict) and key not in node and (add or _is_section(keys[: i + 1])):
+            if isinstance(node, dict) and key not in node and (add or is_section(keys[: i + 1])):
                 node[key] = {}  # '+' adds missing parents; so does a schema section (eval.*)
             if not isinstance(node, dict) or key not in node:
                 raise _missing_path(text, keys[: i + 1], node)
@@ -217,23 +219,11 @@ def apply_overrides(cfg: Config, overrides: Iterable[str]) -> None:
                 where=f"override {text!r}",
                 hints=[f"drop the '+': {text.lstrip('+')}"],
             )
-        if not add and leaf not in node and not _is_known_key(keys, node):
+        if not add and leaf not in node and not is_known_key(keys, node):
             raise _missing_path(text, keys, node)
         node[leaf] = value
         _forget(cfg.origins, ".".join(keys))
         _note(cfg.origins, ".".join(keys), value, COMMAND_LINE)
-
-
-def _is_section(keys: list[str]) -> bool:
-    from cvkit.config.settings import is_section
-
-    return is_section(keys)
-
-
-def _is_known_key(keys: list[str], parent: dict[str, Any]) -> bool:
-    from cvkit.config.settings import is_known_key  # the schema lives above this module
-
-    return is_known_key(keys, parent)
 
 
 def parse_override(text: str) -> tuple[list[str], Any, bool]:

@@ -1,101 +1,22 @@
-"""The schema of a run config: which sections and keys exist, with their types and defaults.
+"""Check a run config against the schema (``cvkit.config.schema``) and return typed settings.
 
 ``model`` is checked by the builder against class signatures; every other section is checked
-here against these dataclasses (nested ones too), so ``train.epoches`` or
-``train.ema.decya`` fails with "did you mean ...?" before any data is read. A new run setting
-is a new field here and a row in the README's settings table.
+here against the schema's dataclasses (nested ones too), so ``train.epoches`` or
+``train.ema.decya`` fails with "did you mean ...?" before any data is read.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass, field
-from typing import Any, Literal, get_args, get_origin
+from typing import Any
 
 from cvkit.config.load import Config
+from cvkit.config.schema import RunSettings, dataclass_in
 from cvkit.config.typecheck import check_value
 from cvkit.errors import ConfigError, MissingArgumentError, UnknownArgumentError, did_you_mean
 
-
-@dataclass
-class DataSettings:
-    """``data:``: the datasets (each a ``{type: ...}`` dict) and how they are loaded."""
-
-    train: dict[str, Any] | None = None
-    val: dict[str, Any] | None = None
-    test: dict[str, Any] | None = None
-    batch_size: int = 32
-    val_batch_size: int | None = None  # defaults to batch_size
-    num_workers: int | Literal["auto"] = "auto"  # auto: min(4, CPU cores - 1)
-    prefetch_factor: int = 2  # batches each worker prepares ahead
-    pin_memory: bool = True  # only used with CUDA
-
-
-@dataclass
-class ParamGroupSettings:
-    """``train.param_groups:``: how the learning rate and weight decay vary by parameter."""
-
-    no_decay_norm_bias: bool = True  # no weight decay on biases and normalisation weights
-    backbone_lr_mult: float = 1.0  # the backbone's LR is the base LR times this
-    layer_decay: float | None = None  # stage i of n gets backbone LR * layer_decay**(n - i)
-
-
-@dataclass
-class EMASettings:
-    """``train.ema:``: an exponential moving average of the weights, used for evaluation."""
-
-    decay: float = 0.9998
-    warmup_steps: int = 2000  # decay ramps up as (1 + t) / (10 + t) until then
-
-
-@dataclass
-class TrainSettings:
-    """``train:``: the optimisation loop."""
-
-    epochs: int = 1
-    max_steps: int | None = None  # stop after this many optimizer steps (resumable)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = 0
-    deterministic: bool = False  # deterministic kernels; exact resume on CPU
-    amp: bool | Literal["fp16", "bf16"] = False  # True: fp16 on CUDA, bf16 on CPU
-    accumulate: int = 1  # batches per optimizer step
-    clip_grad_norm: float | None = None
-    optimizer: dict[str, Any] = field(
-        default_factory=lambda: {"type": "SGD", "lr": 0.01, "momentum": 0.9}
-    )
-    param_groups: ParamGroupSettings = field(default_factory=ParamGroupSettings)
-    schedule: dict[str, Any] = field(default_factory=lambda: {"type": "Constant"})
-    ema: EMASettings | None = None
-    hooks: list[dict[str, Any]] = field(default_factory=list)  # extra hooks, {type: ...}
-    freeze_backbone_epochs: int = 0  # backbone frozen (and its norms in eval) this long
-    log_interval: int = 20
-    checkpoint_interval: int = 1  # epochs between last.pt writes (and at the end)
-    tensorboard: bool = True
-
-
-@dataclass
-class EvalSettings:
-    """``eval:``: evaluation during training."""
-
-    interval: int = 1  # evaluate every N epochs (and after the last)
-    metric: str | None = None  # what best.pt and early stopping follow; None: top1 or AP
-    mode: Literal["max", "min"] = "max"
-    patience: int | None = None  # stop after this many evaluations without improvement
-    plots: bool = True  # confusion matrix PNG after the final evaluation
-
-
-@dataclass
-class RunSettings:
-    """A whole run config, parsed and checked."""
-
-    model: dict[str, Any]
-    data: DataSettings = field(default_factory=DataSettings)
-    train: TrainSettings = field(default_factory=TrainSettings)
-    eval: EvalSettings = field(default_factory=EvalSettings)
-    imports: list[str] = field(default_factory=list)
-    run_dir: str = "runs"  # runs go into <run_dir>/<name>
-    name: str = ""  # defaults to the config file's stem
+__all__ = ["RunSettings", "parse_settings"]
 
 
 def parse_settings(cfg: Config) -> RunSettings:
@@ -141,7 +62,7 @@ def _parse(cfg: Config, section: str, cls: type, values: Any) -> Any:
                 cfg,
                 path,
             )
-        nested = _dataclass_in(hints[key])
+        nested = dataclass_in(hints[key])
         if nested is not None and (isinstance(value, dict) or key in ("data", "train", "eval")):
             out[key] = _parse(cfg, path, nested, value)
             continue
@@ -159,52 +80,9 @@ def _parse(cfg: Config, section: str, cls: type, values: Any) -> Any:
     return cls(**out)
 
 
-def _dataclass_in(ann: Any) -> type | None:
-    """The dataclass an annotation names (``X`` or ``X | None``), else None."""
-    if dataclasses.is_dataclass(ann):
-        return ann  # type: ignore[return-value]
-    if get_origin(ann) is not None:
-        found = [a for a in get_args(ann) if dataclasses.is_dataclass(a)]
-        return found[0] if found else None
-    return None
-
-
 def _required(f: dataclasses.Field) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 def _noted(err: ConfigError, cfg: Config, path: str) -> ConfigError:
     return err.note_origin(cfg.describe(path))
-
-
-def is_known_key(keys: list[str], parent: dict[str, Any]) -> bool:
-    """Whether an override may add ``keys`` although the config does not set it yet.
-
-    True for a run setting the schema defines (``train.max_steps``, ``train.ema.decay``) and
-    for an argument of the component whose dict holds it (``model.backbone.frozen_stages``);
-    a typo stays an error.
-    """
-    cls: Any = RunSettings
-    for key in keys[:-1]:
-        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
-        cls = _dataclass_in(hints.get(key))
-        if cls is None:
-            break
-    else:
-        return keys[-1] in {f.name for f in dataclasses.fields(cls)}
-    if isinstance(parent.get("type"), str) and len(keys) >= 2:
-        from cvkit.builder import accepts_argument
-
-        return accepts_argument(parent, keys[-2], keys[-1])
-    return False
-
-
-def is_section(keys: list[str]) -> bool:
-    """Whether ``keys`` names a section of the schema (``eval``, ``train.ema``)."""
-    cls: Any = RunSettings
-    for key in keys:
-        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
-        cls = _dataclass_in(hints.get(key))
-        if cls is None:
-            return False
-    return True

@@ -3,6 +3,8 @@
 YAML has lists but no tuples and writes ``3`` for a float that happens to be whole, so
 ``check_value`` turns lists into tuples and ints into floats where the annotation asks; any
 other mismatch is a ``ValueTypeError`` naming the config path, the expected and the given type.
+``parameters`` reads what a class accepts from a config: its keyword arguments and their
+annotations.
 """
 
 from __future__ import annotations
@@ -24,6 +26,31 @@ class Deferred:
     """A value that becomes an object later (a planned component); checked by its class."""
 
     cls: Any
+
+
+def parameters(cls: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any], bool]:
+    """The arguments a config may give ``cls``: ``(params, annotations, takes **kwargs)``.
+
+    ``params`` are the keyword-passable parameters by name; ``annotations`` their resolved
+    annotations (``inspect.Parameter.empty`` where there is none). A callable without a
+    readable signature accepts anything.
+    """
+    try:
+        sig = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return {}, {}, True
+    params = {
+        n: p
+        for n, p in sig.parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+    var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    target = cls.__init__ if inspect.isclass(cls) else cls
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # unresolvable forward references in third-party code
+        hints = {}
+    return params, {n: hints.get(n, p.annotation) for n, p in params.items()}, var_kw
 
 
 def type_name(ann: Any) -> str:

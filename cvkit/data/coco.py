@@ -1,7 +1,8 @@
 """CocoDetection: images and boxes from a COCO-format annotation file, for detection.
 
 COCO's ``[x, y, width, height]`` boxes become cvkit's ``xyxy`` here, at the edge, and nowhere
-else. The file is checked whole at construction (``coco_checks``), boxes are clipped to their
+else (through ``ops.box_convert``). The file is read and checked whole at construction
+(:mod:`cvkit.coco_file`, the reader ``cvkit coco-eval`` shares), boxes are clipped to their
 image and degenerate ones dropped once, with one warning that counts what changed.
 """
 
@@ -14,10 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
-from cvkit.data.coco_checks import image_paths, load_coco_json
+from cvkit.coco_file import image_paths, load_coco_json
 from cvkit.data.image_io import read_image
 from cvkit.data.transforms import compose_detection
+from cvkit.ops import box_convert
 from cvkit.registry import DATASETS
 
 logger = logging.getLogger("cvkit.data")
@@ -199,7 +202,7 @@ def _image_targets(
     rows = np.array([row_of[a["image_id"]] for a in annotations], dtype=np.int64)
     ann_ids = np.array([a["id"] for a in annotations], dtype=np.int64)
     xywh = np.array([a["bbox"] for a in annotations], dtype=np.float64).reshape(-1, 4)
-    xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+    xyxy = box_convert(torch.from_numpy(xywh), "xywh", "xyxy").numpy()  # float64, [N, 4]
     height_width = np.array(sizes, dtype=np.float64).reshape(-1, 2)[rows]
     limits = np.concatenate([height_width[:, ::-1], height_width[:, ::-1]], axis=1)
     clipped = np.clip(xyxy, 0.0, limits)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cvkit.data.coco_checks import CocoFormatError, image_paths, load_coco_json
+from cvkit.coco_file import CocoFormatError, image_paths, load_coco_json
 from cvkit.data.image_io import read_image
 from cvkit.data.segmentation import segmentation_item
 from cvkit.data.segmentation_checks import (
@@ -47,7 +47,7 @@ class CocoSegmentation:
     (``iscrowd: 1``) become ``ignore_index`` wherever no single instance covers the pixel: a
     crowd is a coarse outline whose pixels are not all of its class.
 
-    The file is checked at construction (``coco_checks`` plus every ``segmentation``: polygons
+    The file is checked at construction (``cvkit.coco_file`` plus every ``segmentation``: polygons
     or RLE of the image's size), and every image file's size against the file (headers only).
     Polygons with fewer than 3 points are dropped with one warning: pycocotools would read a
     4-number polygon as a box.

@@ -278,7 +278,8 @@ def check_pairs(
         )
     if not values:
         return None
-    return np.sum([r for r in results if r is not None], axis=0, dtype=np.int64)
+    counts = [r for r in results if isinstance(r, np.ndarray)]
+    return np.asarray(np.sum(counts, axis=0, dtype=np.int64))
 
 
 def check_image_sizes(

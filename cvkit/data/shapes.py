@@ -16,7 +16,7 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -120,7 +120,8 @@ def write_split(folder: Path, split: str, num_images: int, image_size: int, seed
     """Draw ``num_images`` images into ``folder/images`` and write ``folder/<split>.json``."""
     (folder / "images").mkdir(parents=True)
     photos = _photos()
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for index in range(num_images):
         rng = np.random.default_rng([seed, _STREAM[split], index])
         picture, objects = draw_image(rng, image_size, photos)

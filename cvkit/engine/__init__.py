@@ -1,5 +1,5 @@
 """The training engine; importing it registers the optimizers, schedules and hooks."""
 
-from cvkit.engine import hooks, optim, schedules
+from cvkit.engine import hooks, optim, schedules, tasks
 
-__all__ = ["hooks", "optim", "schedules"]
+__all__ = ["hooks", "optim", "schedules", "tasks"]

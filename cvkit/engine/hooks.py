@@ -11,36 +11,15 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 from torch import nn
 
 from cvkit.engine.ema import ModelEMA
+from cvkit.engine.trainer import Hook, Trainer
 from cvkit.registry import HOOKS
-
-if TYPE_CHECKING:
-    from cvkit.engine.trainer import Trainer
-
-
-class Hook:
-    """Base class: override the points you need."""
-
-    priority = 50
-    sees_partial_eval = False  # also called after the evaluation at a mid-epoch stop
-
-    def before_train(self, trainer: Trainer) -> None: ...
-    def before_epoch(self, trainer: Trainer) -> None: ...
-    def after_step(self, trainer: Trainer, losses: dict[str, float]) -> None: ...
-    def after_eval(self, trainer: Trainer, metrics: dict[str, float]) -> None: ...
-    def after_epoch(self, trainer: Trainer) -> None: ...
-    def after_train(self, trainer: Trainer) -> None: ...
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
 
 
 @HOOKS.register()
@@ -86,7 +65,7 @@ class FreezeBackboneHook(Hook):
         self._trainable: list[nn.Parameter] | None = None
 
     def before_epoch(self, trainer: Trainer) -> None:
-        backbone = trainer.model.backbone
+        backbone = cast(nn.Module, trainer.model.backbone)
         if trainer.epoch < self.epochs:
             if self._trainable is None:
                 self._trainable = [p for p in backbone.parameters() if p.requires_grad]
@@ -183,7 +162,12 @@ class EarlyStoppingHook(Hook):
 
 @HOOKS.register()
 class LoggerHook(Hook):
-    """Progress bar (loss, LR, it/s, ETA), ``metrics.jsonl`` and TensorBoard events.
+    """Progress (loss, LR, steps/s, ETA), ``metrics.jsonl`` and TensorBoard events.
+
+    Progress is a bar on a terminal. When stdout or stderr is not one (a log file under CI,
+    ``nohup`` or a job scheduler), it is one plain line every ``interval`` steps instead,
+    since a bar redraws itself with carriage returns that a file keeps. ``progress=False``
+    shows neither.
 
     Each evaluation's line shows ``metric`` (the one ``best.pt`` follows), the known headline
     metrics the evaluation gives (``SHOWN``) and ``val_loss``; every metric goes to
@@ -204,10 +188,13 @@ class LoggerHook(Hook):
     ) -> None:
         self.interval, self.tensorboard, self.progress = interval, tensorboard, progress
         self.metric = metric
-        self.writer = None
+        self.writer: Any = None  # a SummaryWriter from before_train on
         self.bar = None
+        self.use_bar = False
 
     def before_train(self, trainer: Trainer) -> None:
+        # the bar draws on stderr and the log lines go to stdout: both must be a terminal
+        self.use_bar = self.progress and _is_terminal(sys.stdout) and _is_terminal(sys.stderr)
         if self.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -217,6 +204,8 @@ class LoggerHook(Hook):
         from tqdm import tqdm
 
         self.start, self.steps_at_start = time.perf_counter(), trainer.step
+        if not self.use_bar:
+            return
         self.bar = tqdm(
             total=trainer.steps_in_epoch(),
             initial=trainer.batch_in_epoch,
@@ -224,7 +213,6 @@ class LoggerHook(Hook):
             dynamic_ncols=True,
             leave=False,
             mininterval=0.5,
-            disable=not self.progress,
         )
 
     def after_step(self, trainer: Trainer, losses: dict[str, float]) -> None:
@@ -239,6 +227,23 @@ class LoggerHook(Hook):
         self.write(trainer, "train", record)
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{lr:.2e}", step_s=f"{rate:.2f}")
+        elif self.progress:
+            trainer.log_line(self.progress_line(trainer, losses, lr, rate))
+
+    def progress_line(
+        self, trainer: Trainer, losses: dict[str, float], lr: float, rate: float
+    ) -> str:
+        """One plain line for a log file: where, the loss (and its terms when there are
+        several), the LR, the speed and the time left in the epoch."""
+        total = trainer.steps_in_epoch()
+        terms = [f"{k} {v:.4f}" for k, v in losses.items() if k != "loss"]
+        loss = f"loss {losses['loss']:.4f}" + (f" ({', '.join(terms)})" if len(terms) > 1 else "")
+        left = (total - trainer.batch_in_epoch) / trainer.accumulate / max(rate, 1e-9)
+        return (
+            f"epoch {trainer.epoch + 1}/{trainer.epochs} step {trainer.step} "
+            f"batch {trainer.batch_in_epoch}/{total}  {loss}  lr {lr:.2e}  "
+            f"{rate:.2f} step/s  eta {_duration(left)}"
+        )
 
     def after_eval(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         self.write(trainer, "val", {"epoch": trainer.epoch, "step": trainer.step, **metrics})
@@ -267,6 +272,23 @@ class LoggerHook(Hook):
             for key, value in record.items():
                 if isinstance(value, float) and math.isfinite(value) and key != "epoch":
                     self.writer.add_scalar(f"{phase}/{key}", value, trainer.step)
+
+
+def _is_terminal(stream: Any) -> bool:
+    """``stream.isatty()``, False for a stream without one (replaced by a test or a tool)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def _duration(seconds: float) -> str:
+    """``m:ss``, or ``h:mm:ss`` from an hour on."""
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _metric_text(name: str, value: Any) -> str:

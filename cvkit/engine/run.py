@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import random
 from dataclasses import dataclass
@@ -19,9 +18,9 @@ from cvkit.config import Config
 from cvkit.config.settings import RunSettings, parse_settings
 from cvkit.data.loader import build_loader
 from cvkit.engine import hooks as H
-from cvkit.engine.checkpoint import load_checkpoint
+from cvkit.engine.checkpoint import load_checkpoint, load_training_state, resolve_resume
 from cvkit.engine.optim import build_optimizer
-from cvkit.engine.tasks import spec_for
+from cvkit.engine.tasks import Task, task_of
 from cvkit.engine.trainer import Trainer
 from cvkit.engine.weights import inference_weights, load_model_weights
 from cvkit.errors import ConfigError
@@ -129,8 +128,8 @@ def check_ignore_index(model: nn.Module, datasets: dict[str, Any], cfg: Config) 
     """Segmentation: every dataset marks unlabelled pixels with the model's ``ignore_index``.
 
     The model's value decides which pixels the loss and the metrics skip, and batches are
-    padded with it (``collate_for``); a dataset that writes another value would have its
-    unlabelled pixels scored as a class, or fail as a value out of range mid-run.
+    padded with it (the segmentation task's collate); a dataset that writes another value
+    would have its unlabelled pixels scored as a class, or fail as a value out of range.
     """
     expected = getattr(model, "ignore_index", None)
     if expected is None:
@@ -156,14 +155,6 @@ def check_ignore_index(model: nn.Module, datasets: dict[str, Any], cfg: Config) 
         )
 
 
-def collate_for(task: Any, model: nn.Module) -> Any:
-    """The task's collate function; a segmenter's pads masks with its own ``ignore_index``."""
-    ignore_index = getattr(model, "ignore_index", None)
-    if getattr(model, "task", None) == "segmentation" and ignore_index is not None:
-        return functools.partial(task.collate, ignore_index=ignore_index)
-    return task.collate
-
-
 def _num_classes_key(cfg: Config) -> str:
     """Where the config sets the class count: ``model.head`` or, e.g., ``model.roi_head``."""
     for key, value in (cfg.get("model") or {}).items():
@@ -183,19 +174,6 @@ def new_run_dir(settings: RunSettings) -> Path:
     return path
 
 
-def resolve_resume(resume: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run folder (its ``last.pt``)."""
-    path = Path(resume)
-    if path.is_dir():
-        path = path / "last.pt"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"cannot resume: {str(path)!r} does not exist; pass a run folder that holds "
-            "last.pt, or a checkpoint file"
-        )
-    return path
-
-
 def train(cfg: Config, resume: str | os.PathLike | None = None) -> RunResult:
     """Train the model a config describes; returns the run folder and final metrics.
 
@@ -206,8 +184,13 @@ def train(cfg: Config, resume: str | os.PathLike | None = None) -> RunResult:
     settings = validate(cfg)
     tcfg = settings.train
     seed_everything(tcfg.seed, tcfg.deterministic)
-    state = load_checkpoint(resolve_resume(resume)) if resume is not None else None
-    model = build_model(settings, cfg)
+    # Cheapest checks first, so a mistake is reported before the slow steps after it: the
+    # resume file (missing, cut short, exported weights only), then the data (a broken
+    # annotation file), then the model, which may load pretrained weights. The datasets
+    # draw from generators of their own, not torch's, so the model's initial weights are
+    # the same whichever is built first.
+    checkpoint = resolve_resume(resume) if resume is not None else None
+    state = load_training_state(checkpoint) if checkpoint is not None else None
     datasets = build_datasets(settings, cfg)
     if "train" not in datasets:
         raise ConfigError(
@@ -215,22 +198,28 @@ def train(cfg: Config, resume: str | os.PathLike | None = None) -> RunResult:
             where="data.train",
             hints=["add `data: {train: {type: ...}}`; `cvkit list datasets`"],
         )
+    model = build_model(settings, cfg)
+    task = task_of(model)
     classes = check_classes(model, datasets, cfg)
     check_ignore_index(model, datasets, cfg)
-    run_dir = resolve_resume(resume).parent if resume is not None else new_run_dir(settings)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    run_dir = checkpoint.parent if checkpoint is not None else new_run_dir(settings)
+    if checkpoint is None:
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
     device = pick_device(tcfg.device)
     model.to(device)
-    task = spec_for(model)
-    loaders = _loaders(settings, datasets, device, collate_for(task, model))
-    trainer = _trainer(settings, cfg, model, loaders, run_dir, device, classes, task)
+    loaders = _loaders(settings, datasets, device, task.collate(model))
+    trainer = _trainer(settings, cfg, model, loaders, datasets, run_dir, device, classes, task)
     if state is not None:
-        trainer.load_state_dict(state)
+        trainer.load_state_dict(state, checkpoint)
+        # only now that the checkpoint is known to fit: a failed resume leaves the run's
+        # config.yaml, the one its error points to, as it was
+        (run_dir / "config.yaml").write_text(cfg.to_yaml())
         trainer.log_line(f"resumed {run_dir} at epoch {trainer.epoch + 1}, step {trainer.step}")
     metrics = trainer.run()
     if "val" in loaders and settings.eval.plots:
         trainer.eval_model.eval()
-        task.report(trainer.eval_model, loaders["val"], device, classes, run_dir)
+        final = task.evaluate(trainer.eval_model, loaders["val"], device, datasets["val"], True)
+        print(task.report(final, classes, run_dir)[1])
     return RunResult(run_dir, metrics)
 
 
@@ -253,7 +242,17 @@ def _loaders(
     return loaders
 
 
-def _trainer(settings, cfg, model, loaders, run_dir, device, classes, task) -> Trainer:
+def _trainer(
+    settings: RunSettings,
+    cfg: Config,
+    model: nn.Module,
+    loaders: dict[str, Any],
+    datasets: dict[str, Any],
+    run_dir: Path,
+    device: torch.device,
+    classes: list[str],
+    task: Task,
+) -> Trainer:
     tcfg, ecfg = settings.train, settings.eval
     optimizer = build_optimizer(tcfg.optimizer, model, tcfg.param_groups, describe=cfg.describe)
     steps_per_epoch = -(-len(loaders["train"]) // tcfg.accumulate)
@@ -287,7 +286,7 @@ def _trainer(settings, cfg, model, loaders, run_dir, device, classes, task) -> T
     if "val" in loaders:
 
         def evaluate(m: nn.Module) -> dict[str, float]:
-            return task.evaluate(m, loaders["val"], device)
+            return task.evaluate(m, loaders["val"], device, datasets["val"]).metrics
 
     amp = _amp_dtype(tcfg.amp, device)
     return Trainer(
@@ -309,14 +308,14 @@ def _trainer(settings, cfg, model, loaders, run_dir, device, classes, task) -> T
             "classes": classes,
             "config": cfg.to_yaml(),
             "cvkit_version": __version__,
-            "cat_ids": _cat_ids(loaders["train"]),
+            "cat_ids": _cat_ids(datasets["train"]),
         },
     )
 
 
-def _cat_ids(loader) -> list[int] | None:
+def _cat_ids(dataset: Any) -> list[int] | None:
     """The dataset's category ids (label -> id), saved so results files use them."""
-    ids = getattr(loader.dataset.dataset, "cat_ids", None)
+    ids = getattr(dataset, "cat_ids", None)
     return None if ids is None else [int(i) for i in ids]
 
 
@@ -334,27 +333,33 @@ def evaluate(
     split: str = "val",
     out_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint on ``data.<split>``; writes the report to ``out_dir``."""
+    """Evaluate a checkpoint on ``data.<split>``; writes the report to ``out_dir``.
+
+    The checkpoint file and the data are checked before the model is built."""
     settings = validate(cfg)
-    model = build_model(settings, cfg)
     state = load_checkpoint(checkpoint)
-    load_model_weights(model, inference_weights(state), Path(checkpoint))
     datasets = build_datasets(settings, cfg, (split,))
     if split not in datasets:
         raise ConfigError(f"the config has no data.{split} to evaluate on", where=f"data.{split}")
+    model = build_model(settings, cfg)
+    task = task_of(model)
+    load_model_weights(model, inference_weights(state), Path(checkpoint))
     classes = check_classes(model, datasets, cfg)
     check_ignore_index(model, datasets, cfg)
     device = pick_device(settings.train.device)
     model.to(device)
-    task = spec_for(model)
     loader = build_loader(
         datasets[split],
         settings.data.val_batch_size or settings.data.batch_size,
         shuffle=False,
         num_workers=settings.data.num_workers,
-        collate_fn=collate_for(task, model),
+        collate_fn=task.collate(model),
     )
     out = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval_{split}"
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
-    return task.report(model, loader, device, classes, out)
+    report, text = task.report(
+        task.evaluate(model, loader, device, datasets[split], True), classes, out
+    )
+    print(text)
+    return report

@@ -13,10 +13,14 @@ metric), RNG states and the data position (epoch and batches consumed).
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
+import os
 import random
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -24,10 +28,36 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from cvkit.engine.checkpoint import save_checkpoint
-from cvkit.engine.hooks import Hook
+from cvkit.data.loader import EpochSampler
+from cvkit.engine.checkpoint import check_training_state, save_checkpoint
+from cvkit.engine.weights import load_model_weights
+from cvkit.errors import CheckpointError
+from cvkit.models.tasks.protocol import TaskModel
 
 Evaluate = Callable[[nn.Module], dict[str, float]]
+
+
+class Hook:
+    """Base class of the hooks (``cvkit.engine.hooks``): override the points you need.
+
+    It lives beside the loop that calls it, so the trainer never imports the hooks module.
+    """
+
+    priority = 50
+    sees_partial_eval = False  # also called after the evaluation at a mid-epoch stop
+
+    def before_train(self, trainer: Trainer) -> None: ...
+    def before_epoch(self, trainer: Trainer) -> None: ...
+    def after_step(self, trainer: Trainer, losses: dict[str, float]) -> None: ...
+    def after_eval(self, trainer: Trainer, metrics: dict[str, float]) -> None: ...
+    def after_epoch(self, trainer: Trainer) -> None: ...
+    def after_train(self, trainer: Trainer) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
 
 
 class Trainer:
@@ -124,8 +154,7 @@ class Trainer:
         """Run the rest of the current epoch; False if it stopped early (``max_steps``)."""
         self.model.train()
         self._call("before_epoch")
-        sampler = self.train_loader.sampler
-        sampler.set_epoch(self.epoch, self.batch_in_epoch * self.train_loader.batch_size)
+        self._sampler().set_epoch(self.epoch, self.batch_in_epoch * self._batch_size())
         self._boundary = self.position()
         micro = 0
         for batch in self.train_loader:
@@ -144,8 +173,8 @@ class Trainer:
     def run_step(self, batch: Any, micro: int = 0) -> dict[str, float]:
         """Forward and backward for one batch; the optimizer steps every ``accumulate``."""
         with self.autocast():
-            losses = self.model.loss(batch)
-        total = sum(losses.values())
+            losses = cast(TaskModel, self.model).loss(batch)
+        total = functools.reduce(operator.add, losses.values())  # sum() would start at int 0
         if not torch.isfinite(total):
             parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
             raise FloatingPointError(
@@ -195,9 +224,23 @@ class Trainer:
 
     def steps_in_epoch(self) -> int:
         """Batches in a full epoch."""
-        sampler = self.train_loader.sampler
-        n, bs = sampler.size, self.train_loader.batch_size
+        n, bs = self._sampler().size, self._batch_size()
         return n // bs if self.train_loader.drop_last else -(-n // bs)
+
+    def _sampler(self) -> EpochSampler:
+        """The training loader's sampler: it orders each epoch and can start mid-epoch."""
+        sampler = self.train_loader.sampler
+        if not isinstance(sampler, EpochSampler):
+            raise TypeError(
+                "Trainer needs a training loader built by cvkit.data.loader.build_loader (its "
+                f"EpochSampler makes resume exact); this one samples with {type(sampler).__name__}"
+            )
+        return sampler
+
+    def _batch_size(self) -> int:
+        if self.train_loader.batch_size is None:
+            raise TypeError("Trainer needs a training loader with a fixed batch_size")
+        return self.train_loader.batch_size
 
     # -- state -----------------------------------------------------------------------------
     def position(self) -> dict[str, Any]:
@@ -223,10 +266,34 @@ class Trainer:
             **self.extra_state,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a checkpoint written by ``save`` (the model must match)."""
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+    def load_state_dict(
+        self, state: dict[str, Any], source: str | os.PathLike | None = None
+    ) -> None:
+        """Continue from a checkpoint written by ``save``.
+
+        Args:
+            source: the checkpoint's file, named in the errors.
+
+        Raises:
+            CheckpointError: the state has no training state (a ``cvkit export`` file), its
+                weights do not fit the model, or its optimizer state does not fit the
+                optimizer (other ``train.param_groups``); each says what to pass instead.
+        """
+        check_training_state(state, source)
+        load_model_weights(self.model, state["model"], source)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as exc:
+            # torch checks only the group count and sizes; say which setting decides them
+            name = "the checkpoint" if source is None else f"checkpoint {str(source)!r}"
+            raise CheckpointError(
+                f"{name}: its optimizer state does not fit this run's optimizer ({exc})",
+                hints=[
+                    "the run was trained with other train.optimizer or train.param_groups "
+                    "settings; resume with the config it was trained with (the run folder's "
+                    "config.yaml)"
+                ],
+            ) from exc
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -245,7 +312,9 @@ class Trainer:
 
     # -- helpers ---------------------------------------------------------------------------
     def log_line(self, text: str) -> None:
-        tqdm.write(text)
+        """Print a line above the progress bar; flushed, so a log file shows it at once."""
+        tqdm.write(text, file=sys.stdout)
+        sys.stdout.flush()
 
     def _stopping(self) -> bool:
         return self.should_stop or (self.max_steps is not None and self.step >= self.max_steps)
@@ -261,7 +330,7 @@ class Trainer:
 
 def capture_rng() -> dict[str, Any]:
     """Every RNG state a training step may draw from, as plain tensors and ints."""
-    np_state = np.random.get_state()
+    np_state = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     state = {
         "torch": torch.get_rng_state(),
         "numpy": {

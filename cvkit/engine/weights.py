@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import torch
 from torch import nn
 
 from cvkit.config import yaml_io
+from cvkit.errors import CheckpointError
 
 
 def inference_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -17,11 +19,18 @@ def inference_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
     return ema.get("module") or state["model"]
 
 
-def load_model_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+def load_model_weights(
+    model: nn.Module, weights: dict[str, torch.Tensor], source: str | os.PathLike | None = None
+) -> None:
     """Load ``weights`` into ``model``; a checkpoint of another model is a clear error.
 
+    Args:
+        source: the checkpoint file, named in the error (and its run folder's config.yaml,
+            the config to pass instead, when it has one).
+
     Raises:
-        ValueError: naming the checkpoint, up to five missing, unexpected and mis-shaped keys.
+        CheckpointError: (a ``ValueError``) naming the checkpoint, up to five missing,
+            unexpected and mis-shaped keys, and the config it was trained with.
     """
     own = model.state_dict()
     missing = [k for k in own if k not in weights]
@@ -37,12 +46,25 @@ def load_model_weights(model: nn.Module, weights: dict[str, torch.Tensor], sourc
             if items:
                 more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
                 parts.append(f"{title}: {', '.join(items[:5])}{more}")
-        raise ValueError(
-            f"checkpoint {str(source)!r} does not fit this model: {'; '.join(parts)}. "
-            "It was written for another model or class count; pass the config it was "
-            "trained with (the run folder's config.yaml)"
+        raise CheckpointError(
+            f"{_describe(source)} does not fit this model: {'; '.join(parts)}",
+            hints=[
+                "it was written for another model or class count; pass the config it was "
+                f"trained with ({_run_config(source)})"
+            ],
         )
     model.load_state_dict(weights)
+
+
+def _describe(source: str | os.PathLike | None) -> str:
+    return "the checkpoint" if source is None else f"checkpoint {str(source)!r}"
+
+
+def _run_config(source: str | os.PathLike | None) -> str:
+    """The run folder's config.yaml beside the checkpoint, when there is one."""
+    if source is not None and (Path(source).parent / "config.yaml").is_file():
+        return str(Path(source).parent / "config.yaml")
+    return "the run folder's config.yaml"
 
 
 def checkpoint_config(state: dict[str, Any]) -> dict[str, Any] | None:

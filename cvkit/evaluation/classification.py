@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from cvkit.registry import METRICS
+from cvkit.structures import ClsBatch, ClsPrediction
 
 _AVERAGED = ("precision", "recall", "f1")
 
@@ -195,6 +196,12 @@ class ClassificationEvaluator:
         confusion = confusion_matrix(top[:, 0].cpu(), labels.cpu(), self.num_classes)
         self._confusion += confusion
         self._hits += hits.cpu()
+
+    def process(self, batch: ClsBatch, predictions: Sequence[ClsPrediction]) -> None:
+        """Add a batch from the task protocol: its labels and the model's predictions."""
+        if batch.labels is None:
+            raise ValueError("ClassificationEvaluator.process needs a batch with labels")
+        self.update(torch.stack([p.probs for p in predictions]), batch.labels)
 
     def compute(self) -> dict[str, float]:
         """``top{k}`` accuracies, ``macro_*`` and ``weighted_*`` precision, recall and F1.

@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from cvkit.coco_file import check_results_list, check_sections, gc_paused, read_json
 from cvkit.evaluation.coco.load import (
     CocoEvalInputError,
-    gc_paused,
+    check_result_images,
     load_ground_truth,
     load_results,
-    read_json,
 )
 from cvkit.evaluation.coco.summary import STAT_NAMES, summarize
 
@@ -111,11 +111,26 @@ class CocoResult:
 def detections_to_coco(
     predictions: Sequence[DetPrediction], cat_ids: Sequence[int]
 ) -> list[dict[str, Any]]:
-    """cvkit predictions -> COCO results dicts (xywh, the dataset's category ids)."""
+    """cvkit predictions -> COCO results dicts; the one writer of COCO results in cvkit.
+
+    Args:
+        predictions: per image, ``boxes`` ``Tensor[K, 4]`` xyxy in the original image's
+            pixels, ``scores`` ``Tensor[K]``, ``labels`` ``Tensor[K]`` (contiguous, from 0),
+            ``image_id``.
+        cat_ids: ``[num_classes]`` the dataset's category id of each label.
+
+    Returns:
+        One ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` per detection, in
+        prediction order; the box rounded to 3 decimals (computed in float64 before
+        rounding), the score to 5.
+    """
+    # Only callers holding tensors get here, so importing torch (through ops) costs nothing;
+    # at module level it would make `cvkit coco-eval` load torch.
+    from cvkit.ops import box_convert
+
     results = []
     for p in predictions:
-        boxes = p.boxes.detach().cpu().double().numpy()
-        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+        xywh = box_convert(p.boxes.detach().cpu().double(), "xyxy", "xywh")
         for box, score, label in zip(xywh.tolist(), p.scores.tolist(), p.labels.tolist()):
             results.append(
                 {
@@ -143,8 +158,10 @@ def evaluate_coco(
         backend: see the module docstring.
 
     Raises:
-        CocoEvalInputError: a file that cannot be read, or results naming image ids the
-            ground truth lacks.
+        CocoEvalInputError: (``cvkit.coco_file.CocoFormatError``) a file that cannot be read,
+            is not COCO, or results naming image ids the ground truth lacks; the wording is
+            the training datasets' (:mod:`cvkit.coco_file`). A missing file's error is also a
+            ``FileNotFoundError``.
     """
     if iou_type not in ("bbox", "segm"):
         raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
@@ -163,18 +180,20 @@ def evaluate_coco(
 
 def _as_dict(ground_truth: Any) -> tuple[dict, str]:
     if isinstance(ground_truth, dict):
-        return ground_truth, "<ground truth>"
-    if isinstance(ground_truth, (str, Path)):
-        return read_json(ground_truth), str(ground_truth)
-    if hasattr(ground_truth, "dataset"):  # a pycocotools COCO
-        return ground_truth.dataset, "<ground truth>"
-    raise TypeError(f"ground_truth must be a path, a dict or a COCO, got {type(ground_truth)}")
+        data, source = ground_truth, "<ground truth>"
+    elif isinstance(ground_truth, (str, Path)):
+        data, source = read_json(ground_truth), str(ground_truth)
+    elif hasattr(ground_truth, "dataset"):  # a pycocotools COCO
+        data, source = ground_truth.dataset, "<ground truth>"
+    else:
+        raise TypeError(f"ground_truth must be a path, a dict or a COCO, got {type(ground_truth)}")
+    return check_sections(data, source), source
 
 
 def _as_list(results: Any) -> tuple[list, str]:
     if isinstance(results, (str, Path)):
-        return read_json(results), str(results)
-    return results, "<results>"
+        return check_results_list(read_json(results), str(results)), str(results)
+    return check_results_list(results, "<results>"), "<results>"
 
 
 def _evaluate_cvkit(gt_dict, gt_source, res_list, res_source, iou_type, backend) -> CocoResult:
@@ -216,13 +235,8 @@ def _evaluate_reference(gt_dict, gt_source, res_list, res_source, iou_type, back
             raise ValueError(
                 "backend 'faster-coco-eval' is not installed: pip install faster-coco-eval"
             ) from exc
-    gt_ids = {int(im["id"]) for im in gt_dict.get("images", [])}
-    bad = sorted({int(r["image_id"]) for r in res_list} - gt_ids)
-    if bad:
-        raise CocoEvalInputError(
-            f"{res_source}: detections name image ids that {gt_source} does not have: "
-            f"{bad[:10]}; evaluate against the ground truth these results were made for"
-        )
+    gt_ids = np.array(sorted({int(im["id"]) for im in gt_dict["images"]}), dtype=np.int64)
+    check_result_images(res_list, gt_ids, res_source, gt_source)  # as the cvkit backend words it
     cats = sorted(gt_dict["categories"], key=lambda c: c["id"])
     num_gt = _count_gt(gt_dict, [c["id"] for c in cats])
     names, cat_ids = [str(c.get("name", c["id"])) for c in cats], [int(c["id"]) for c in cats]

@@ -144,7 +144,7 @@ def confusion_counts(
     counts = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
     hit = matched >= 0
     np.add.at(counts, (gt_sorted_labels[matched[hit]], labels[hit]), 1)
-    np.add.at(counts, (num_classes, labels[~hit & ~absorbed]), 1)  # false positives
+    np.add.at(counts[num_classes], labels[~hit & ~absorbed], 1)  # false positives (a view)
     missed = ~gt_crowd[gt_order]
     missed[matched[hit]] = False
     np.add.at(counts, (gt_sorted_labels[missed], num_classes), 1)

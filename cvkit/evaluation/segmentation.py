@@ -22,8 +22,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from cvkit.registry import METRICS
+from cvkit.structures import SegBatch, SegPrediction
 
 _SUMMARY = ("mIoU", "mean_acc", "pixel_acc", "fwIoU")
 
@@ -224,6 +226,24 @@ class SegmentationEvaluator:
         # Counting happens on the inputs' device; only the K x K counts cross to the CPU.
         confusion = segmentation_confusion(pred, target, self.num_classes, self.ignore_index)
         self._confusion += confusion.cpu()
+
+    def process(self, batch: SegBatch, predictions: Sequence[SegPrediction]) -> None:
+        """Add a batch from the task protocol: its masks and the model's predictions.
+
+        Pixels are scored at the batch's resolution (after the evaluation transforms): each
+        prediction, in its file's pixels, is compared with its mask cropped to the image's
+        size before padding. Where the evaluation transforms resized the image, the predicted
+        classes are resized back to that size (nearest); give the evaluation data transforms
+        that do not resize for numbers at each file's own resolution.
+        """
+        if batch.masks is None:
+            raise ValueError("SegmentationEvaluator.process needs a batch with masks")
+        for i, (pred, (h, w)) in enumerate(zip(predictions, batch.image_sizes)):
+            mask = pred.mask
+            if tuple(mask.shape) != (h, w):
+                mask = F.interpolate(mask[None, None].float(), size=(h, w), mode="nearest")[0, 0]
+            target = batch.masks[i, :h, :w]
+            self.update(mask.to(target.device, torch.int64)[None], target[None])
 
     def compute(self) -> dict[str, float]:
         """``mIoU``, ``mean_acc`` (mAcc), ``pixel_acc`` (aAcc) and ``fwIoU``, as fractions.

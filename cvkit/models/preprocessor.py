@@ -32,6 +32,9 @@ class Preprocessor(nn.Module):
     Shapes: ``Tensor[B, C, H, W]`` uint8 (or float on 0..255) -> ``Tensor[B, C, H, W]`` float.
     """
 
+    mean: torch.Tensor  # buffers, [1, C, 1, 1] on the 0..255 scale
+    std: torch.Tensor
+
     def __init__(
         self,
         mean: Sequence[float] = IMAGENET_MEAN,

@@ -369,7 +369,9 @@ def load_matching(
     optional_norm = set(_normalised_index(dict.fromkeys(optional)))
     prefix = _common_model_prefix(state)
     heads = tuple(h + "." for h in head)
-    report, loads, problems, unexpected = LoadReport(source), {}, [], []
+    report, loads = LoadReport(source), {}
+    problems: list[str] = []
+    unexpected: list[str] = []
     seen = set()
     for key, value in state.items():
         norm = _normalise(key, prefix)

@@ -1,57 +1,59 @@
-"""Pure tensor operations on boxes: formats, IoU family, losses, NMS. Knows nothing of models.
+"""Pure tensor operations on boxes: formats, IoU family, NMS. Knows nothing of models.
 
-Every public name lives in :mod:`cvkit.ops.boxes` and here. ``cvkit.ops.box_iou`` and
-``cvkit.ops.nms`` are the functions; their modules are ``sys.modules["cvkit.ops.box_iou"]``.
+Import every box op from here (``from cvkit.ops import box_iou, batched_nms``). The modules
+are named after what they hold, never after one of their functions, so ``cvkit.ops.iou`` is
+always a module and ``cvkit.ops.box_iou`` always the function:
+
+- :mod:`cvkit.ops.boxes`: formats (``box_convert``), areas, clipping, size filters, and
+  ``check_boxes``, the shape check every op shares;
+- :mod:`cvkit.ops.iou`: IoU, GIoU, DIoU, CIoU, pairwise and aligned;
+- :mod:`cvkit.ops.non_max_suppression`: greedy, batched, soft and DIoU NMS.
+
+The IoU losses (``giou_loss``, ``diou_loss``, ``ciou_loss``) are training objectives, so they
+live with the other losses in :mod:`cvkit.models.losses.iou_losses`.
 """
 
 from cvkit.ops.boxes import (
-    EPS,
     FORMATS,
     BoxFormat,
-    Reduction,
-    batched_nms,
     box_area,
     box_convert,
+    check_boxes,
+    clip_boxes,
+    remove_small_boxes,
+    valid_boxes_mask,
+)
+from cvkit.ops.iou import (
+    EPS,
     box_iou,
     box_iou_aligned,
-    ciou_loss,
-    clip_boxes,
     complete_box_iou,
     complete_box_iou_aligned,
-    diou_loss,
-    diou_nms,
     distance_box_iou,
     distance_box_iou_aligned,
     generalized_box_iou,
     generalized_box_iou_aligned,
-    giou_loss,
-    nms,
-    remove_small_boxes,
-    soft_nms,
-    valid_boxes_mask,
 )
+from cvkit.ops.non_max_suppression import batched_nms, diou_nms, nms, soft_nms
 
 __all__ = [
     "EPS",
     "FORMATS",
     "BoxFormat",
-    "Reduction",
     "batched_nms",
     "box_area",
     "box_convert",
     "box_iou",
     "box_iou_aligned",
-    "ciou_loss",
+    "check_boxes",
     "clip_boxes",
     "complete_box_iou",
     "complete_box_iou_aligned",
-    "diou_loss",
     "diou_nms",
     "distance_box_iou",
     "distance_box_iou_aligned",
     "generalized_box_iou",
     "generalized_box_iou_aligned",
-    "giou_loss",
     "nms",
     "remove_small_boxes",
     "soft_nms",

@@ -1,8 +1,8 @@
-"""Box formats, areas, clipping and size filters; the home of every box op's public name.
+"""Box formats, areas, clipping and size filters, and the one check of a box tensor's shape.
 
-Boxes are ``Tensor[..., 4]``; cvkit's own format is ``xyxy`` in absolute pixels. The IoU family
-lives in :mod:`cvkit.ops.box_iou` and NMS in :mod:`cvkit.ops.nms`; both are re-exported here, so
-``from cvkit.ops.boxes import box_iou, batched_nms`` works.
+Boxes are ``Tensor[..., 4]``; cvkit's own format is ``xyxy`` in absolute pixels. IoU lives in
+:mod:`cvkit.ops.iou` and NMS in :mod:`cvkit.ops.non_max_suppression`; import every box op from
+:mod:`cvkit.ops`.
 """
 
 from __future__ import annotations
@@ -13,53 +13,48 @@ import torch
 import torchvision.ops as tvops
 from torch import Tensor
 
-from cvkit.ops.box_iou import (
-    EPS,
-    Reduction,
-    _check_boxes,
-    box_iou,
-    box_iou_aligned,
-    ciou_loss,
-    complete_box_iou,
-    complete_box_iou_aligned,
-    diou_loss,
-    distance_box_iou,
-    distance_box_iou_aligned,
-    generalized_box_iou,
-    generalized_box_iou_aligned,
-    giou_loss,
-)
-from cvkit.ops.nms import batched_nms, diou_nms, nms, soft_nms
-
 BoxFormat = Literal["xyxy", "xywh", "cxcywh"]
 FORMATS: tuple[str, ...] = ("xyxy", "xywh", "cxcywh")
 
 __all__ = [
-    "EPS",
     "FORMATS",
     "BoxFormat",
-    "Reduction",
-    "batched_nms",
     "box_area",
     "box_convert",
-    "box_iou",
-    "box_iou_aligned",
-    "ciou_loss",
+    "check_boxes",
     "clip_boxes",
-    "complete_box_iou",
-    "complete_box_iou_aligned",
-    "diou_loss",
-    "diou_nms",
-    "distance_box_iou",
-    "distance_box_iou_aligned",
-    "generalized_box_iou",
-    "generalized_box_iou_aligned",
-    "giou_loss",
-    "nms",
     "remove_small_boxes",
-    "soft_nms",
     "valid_boxes_mask",
 ]
+
+
+def check_boxes(boxes: Tensor, name: str, min_dim: int = 1) -> None:
+    """Raise unless ``boxes`` is a tensor of shape ``[..., 4]`` with at least ``min_dim`` dims.
+
+    Every box op calls this first, so a wrong input fails with its argument's name and shape
+    rather than inside a torchvision kernel.
+
+    Args:
+        boxes: the value to check.
+        name: the argument's name, for the message.
+        min_dim: 1 for ``[..., 4]`` (one box is enough), 2 for ``[N, 4]`` and batches of it.
+
+    Raises:
+        TypeError: ``boxes`` is not a ``torch.Tensor``.
+        ValueError: its last dimension is not 4, or it has fewer than ``min_dim`` dimensions.
+
+    Example:
+        >>> check_boxes(torch.zeros(3, 4), "boxes", min_dim=2)
+        >>> check_boxes(torch.zeros(4), "boxes", min_dim=2)
+        Traceback (most recent call last):
+        ...
+        ValueError: boxes must have shape [N, 4], got [4]
+    """
+    if not isinstance(boxes, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(boxes).__name__}")
+    if boxes.ndim < min_dim or boxes.shape[-1] != 4:
+        shape = "[N, 4]" if min_dim == 2 else "[..., 4]"
+        raise ValueError(f"{name} must have shape {shape}, got {list(boxes.shape)}")
 
 
 def box_convert(boxes: Tensor, in_fmt: BoxFormat, out_fmt: BoxFormat) -> Tensor:
@@ -81,7 +76,7 @@ def box_convert(boxes: Tensor, in_fmt: BoxFormat, out_fmt: BoxFormat) -> Tensor:
     for name, fmt in (("in_fmt", in_fmt), ("out_fmt", out_fmt)):
         if fmt not in FORMATS:
             raise ValueError(f"{name} must be one of {', '.join(FORMATS)}; got {fmt!r}")
-    _check_boxes(boxes, "boxes")
+    check_boxes(boxes, "boxes")
     return tvops.box_convert(boxes, in_fmt, out_fmt)
 
 
@@ -102,7 +97,7 @@ def clip_boxes(boxes: Tensor, size: tuple[int, int]) -> Tensor:
         >>> clip_boxes(torch.tensor([[-5.0, 10.0, 50.0, 120.0]]), (100, 40))
         tensor([[  0.,  10.,  40., 100.]])
     """
-    _check_boxes(boxes, "boxes")
+    check_boxes(boxes, "boxes")
     if len(size) != 2 or any(not isinstance(s, int) or s < 0 for s in size):
         raise ValueError(f"size must be (h, w), two non-negative ints; got {size!r}")
     return tvops.clip_boxes_to_image(boxes, (size[0], size[1]))
@@ -122,7 +117,7 @@ def box_area(boxes: Tensor) -> Tensor:
         >>> box_area(torch.tensor([[0.0, 0.0, 4.0, 2.5], [1.0, 1.0, 1.0, 3.0]]))
         tensor([10.,  0.])
     """
-    _check_boxes(boxes, "boxes")
+    check_boxes(boxes, "boxes")
     return tvops.box_area(boxes)
 
 
@@ -146,7 +141,7 @@ def valid_boxes_mask(boxes: Tensor, min_size: float = 0.0) -> Tensor:
         >>> valid_boxes_mask(boxes, min_size=1.0)
         tensor([ True, False, False])
     """
-    _check_boxes(boxes, "boxes")
+    check_boxes(boxes, "boxes")
     width = boxes[..., 2] - boxes[..., 0]
     height = boxes[..., 3] - boxes[..., 1]
     return (width >= min_size) & (height >= min_size)
@@ -166,7 +161,7 @@ def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
         >>> remove_small_boxes(torch.tensor([[0.0, 0.0, 4.0, 4.0], [0.0, 0.0, 0.5, 4.0]]), 1.0)
         tensor([0])
     """
-    _check_boxes(boxes, "boxes", min_dim=2)
+    check_boxes(boxes, "boxes", min_dim=2)
     if boxes.ndim != 2:
         raise ValueError(f"boxes must have shape [N, 4], got {list(boxes.shape)}")
     return torch.where(valid_boxes_mask(boxes, min_size))[0]

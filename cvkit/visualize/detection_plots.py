@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -99,7 +99,7 @@ def plot_pr_per_class(
     title = ax.set_title("", fontsize=11, y=1.0, pad=6)
     for artist in (*lines, title):
         artist.set_animated(True)
-    canvas = fig.canvas
+    canvas = cast(FigureCanvasAgg, fig.canvas)  # _figure gave it an Agg canvas
     canvas.draw()
     background = canvas.copy_from_bbox(fig.bbox)
     written = []
@@ -213,7 +213,7 @@ def plot_detection_confusion(
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     norm = Normalize(vmin=0.0, vmax=1.0 if normalize else max(values.max(), 1.0))
     image = ax.imshow(values, cmap="Blues", norm=norm, interpolation="nearest")
-    colorbar = fig.colorbar(image, cax=ax.inset_axes([1.03, 0.0, 0.035, 1.0]))
+    colorbar = fig.colorbar(image, cax=ax.inset_axes((1.03, 0.0, 0.035, 1.0)))
     colorbar.set_label("share of the row" if normalize else "count")
     _label_axes(ax, names)
     # the background row and column are a different kind of count: set them apart
@@ -338,6 +338,6 @@ def _file_safe(name: str) -> str:
 def _save(fig: Figure, path: str | Path, tight: bool = False) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    extra = {"bbox_inches": "tight", "pad_inches": 0.15} if tight else {}
+    extra: dict[str, Any] = {"bbox_inches": "tight", "pad_inches": 0.15} if tight else {}
     fig.savefig(path, dpi=DPI, facecolor="white", **extra)
     return path

@@ -12,7 +12,7 @@ import math
 import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -63,7 +63,7 @@ def plot_confusion_matrix(
     norm = Normalize(vmin=0.0, vmax=1.0 if normalize else max(values.max(), 1.0))
     image = ax.imshow(values, cmap=_CMAP, norm=norm, interpolation="nearest")
     # A colour bar in an inset of the matrix's axes is exactly as tall as the matrix.
-    colorbar = fig.colorbar(image, cax=ax.inset_axes([1.03, 0.0, 0.035, 1.0]))
+    colorbar = fig.colorbar(image, cax=ax.inset_axes((1.03, 0.0, 0.035, 1.0)))
     colorbar.set_label("share of the true class" if normalize else "samples")
     _label_axes(ax, names)
     if k <= MAX_ANNOTATED_CLASSES:
@@ -212,7 +212,7 @@ def _numeric_keys(records: list[Mapping[str, Any]]) -> list[str]:
     return sorted(keys - {"step", "epoch"})
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     # numbers.Real also covers NumPy scalars; a bool is an int but not a measurement.
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 

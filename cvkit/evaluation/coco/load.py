@@ -3,13 +3,14 @@
 Only annotations whose image is in ``images`` and whose category is in ``categories`` count
 (pycocotools' ``getAnnIds(imgIds, catIds)``); image and category ids are sorted; within an
 (image, category) pair annotations keep their file order, which decides ties.
+
+Files are read, and every problem worded, by :mod:`cvkit.coco_file`, the reader the training
+datasets use too. Here whole columns are converted at once; only when a conversion fails does
+a Python loop look for the entry to name.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,20 +18,31 @@ from typing import Any
 
 import numpy as np
 
-try:  # about 5x faster than json on a results file of 200k detections
-    import orjson
+from cvkit.coco_file import (
+    CocoFormatError,
+    check_results_list,
+    check_sections,
+    entry_name,
+    field_error,
+    gc_paused,
+    read_json,
+    subject,
+    unknown_reference,
+)
 
-    def _parse(data: bytes) -> Any:
-        return orjson.loads(data)
+# One error for every COCO file problem: the name evaluate_coco has always raised.
+CocoEvalInputError = CocoFormatError
 
-except ImportError:  # pragma: no cover - orjson is a dependency
-
-    def _parse(data: bytes) -> Any:
-        return json.loads(data)
-
-
-class CocoEvalInputError(ValueError):
-    """A ground-truth or results file that cannot be evaluated; the message names the file."""
+__all__ = [
+    "CocoEvalInputError",
+    "Detections",
+    "GroundTruth",
+    "check_result_images",
+    "gc_paused",
+    "load_ground_truth",
+    "load_results",
+    "read_json",
+]
 
 
 @dataclass
@@ -83,54 +95,38 @@ class Detections:
     segm: list[Any] | None
 
 
-@contextlib.contextmanager
-def gc_paused():
-    """Parsing a results file makes ~10^6 containers, none of them cyclic; the cyclic garbage
-    collector would otherwise walk every live object many times over (seconds, not ms)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def read_json(path: str | Path) -> Any:
-    """Parse a JSON file, with an error that names it."""
-    path = Path(path)
-    try:
-        with gc_paused():
-            return _parse(path.read_bytes())
-    except OSError as exc:
-        raise CocoEvalInputError(f"{path}: cannot read the file ({exc.strerror})") from exc
-    except ValueError as exc:
-        raise CocoEvalInputError(f"{path}: not valid JSON ({exc})") from exc
-
-
 def load_ground_truth(data: dict | str | Path, source: str = "<ground truth>") -> GroundTruth:
-    """A COCO instances dict (or file) -> ``GroundTruth``."""
+    """A COCO instances dict (or file) -> ``GroundTruth``.
+
+    Args:
+        data: the parsed file, or its path (read with :func:`cvkit.coco_file.read_json`).
+        source: how messages name ``data`` when it is not a path.
+
+    Raises:
+        CocoEvalInputError: the file cannot be read, lacks a section, or an entry that is used
+            has a field that cannot be converted; worded as by every COCO reader
+            (:mod:`cvkit.coco_file`).
+    """
     if not isinstance(data, dict):
         source, data = str(data), read_json(data)
-    if not isinstance(data, dict):
-        raise CocoEvalInputError(f"{source}: the ground truth must be a JSON object")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise CocoEvalInputError(f"{source}: the ground truth has no {key!r} list")
-    images = {
-        int(im["id"]): (int(im.get("height", 0)), int(im.get("width", 0))) for im in data["images"]
-    }
-    cats = sorted((int(c["id"]), str(c.get("name", c["id"]))) for c in data["categories"])
+    data = check_sections(data, source)
+    images = _image_sizes(data["images"], source)
+    cats = _categories(data["categories"], source)
     image_ids = np.array(sorted(images), dtype=np.int64)
     cat_ids = np.array([c for c, _ in cats], dtype=np.int64)
     anns = data["annotations"]
-    where = (source, "annotation")
-    ann_image = _column(anns, "image_id", np.int64, where)
-    ann_cat = _column(anns, "category_id", np.int64, where)
+    every = _Where(anns, "annotations", source)
+    ann_image = _column(anns, "image_id", np.int64, every)
+    ann_cat = _column(anns, "category_id", np.int64, every)
     keep = np.isin(ann_image, image_ids) & np.isin(ann_cat, cat_ids)
     kept = [a for a, k in zip(anns, keep.tolist()) if k]
-    box = _boxes(kept, where)
-    area = _column(kept, "area", np.float64, where)
+    used = _Where(anns, "annotations", source, keep)  # messages name the file's places
+    box = _boxes(kept, used)
+    area = _column(kept, "area", np.float64, used)
+    try:  # pycocotools needs no id; a missing one counts as 0 (never a match)
+        ann_id = np.array([int(a.get("id", 0)) for a in kept], dtype=np.int64)
+    except _CONVERSION_ERRORS:
+        raise _Where(anns, "annotations", source, keep, ("id",)).error(("id",)) from None
     # pycocotools' order: by image id, then file order; stable, so file order decides ties
     order = np.argsort(ann_image[keep], kind="stable")
     return GroundTruth(
@@ -139,7 +135,7 @@ def load_ground_truth(data: dict | str | Path, source: str = "<ground truth>") -
         cat_names=[n for _, n in cats],
         image=np.searchsorted(image_ids, ann_image[keep])[order],
         cat=np.searchsorted(cat_ids, ann_cat[keep])[order],
-        ann_id=np.array([int(a.get("id", 0)) for a in kept], dtype=np.int64)[order],
+        ann_id=ann_id[order],
         box=box[order],
         area=area[order],
         crowd=np.array([bool(a.get("iscrowd", 0)) for a in kept], dtype=bool)[order],
@@ -154,41 +150,47 @@ def load_results(
 ) -> Detections:
     """A COCO results list (or file) -> ``Detections`` matched to ``gt``'s ids.
 
+    Results naming a category the ground truth lacks are not scored (as in pycocotools), with
+    a warning.
+
     Raises:
-        CocoEvalInputError: not a list, a missing key, or an image id the ground truth lacks.
+        CocoEvalInputError: not a list, a missing or unconvertible field, or an image id the
+            ground truth lacks.
     """
     if not isinstance(results, list):
         source, results = str(results), read_json(results)
-    if not isinstance(results, list):
-        raise CocoEvalInputError(f"{source}: results must be a JSON list of detections")
-    where = (source, "detection")
-    image_id = _column(results, "image_id", np.int64, where)
+    results = check_results_list(results, source)
+    where = _Where(results, "results", source)
+    image_id = check_result_images(results, gt.image_ids, source, gt.source)
     cat_id = _column(results, "category_id", np.int64, where)
     score = _column(results, "score", np.float64, where)
-    _check_ids(image_id, gt.image_ids, "image", source, gt.source)
     known_cat = np.isin(cat_id, gt.cat_ids)
     if not known_cat.all():
-        unknown = sorted(set(cat_id[~known_cat].tolist()))
+        first = int(np.flatnonzero(~known_cat)[0])
+        name = entry_name("results", first, results[first])
+        known = gt.cat_ids.tolist()
+        what = unknown_reference(name, "category_id", int(cat_id[first]), known, gt.source)
         warnings.warn(
-            f"{source}: {int((~known_cat).sum())} detections name category ids {unknown[:10]} "
-            f"that {gt.source} does not list; they are not scored (as in pycocotools)",
+            f"{subject(source)}: {what}; {int((~known_cat).sum())} of {len(results)} results "
+            "name categories it lacks and are not scored, as in pycocotools",
             stacklevel=2,
         )
-    segm = None
+    segm: list[Any] | None = None
     # pycocotools takes areas from the boxes whenever the first result has a box
     has_boxes = bool(results) and bool(results[0].get("bbox"))
     if iou_type == "segm" or not has_boxes:
         segm = [r.get("segmentation") for r in results]
         if any(s is None for s in segm):
-            _raise_for_row(results, "segmentation", where, lambda v: v is not None)
+            raise where.error(("segmentation",))
     if has_boxes:
         box = _boxes(results, where)
         area = box[:, 2] * box[:, 3]
-    else:
+    else:  # segm was read above: without boxes, results are masks
         from pycocotools import mask as mask_utils
 
-        area = np.array([float(mask_utils.area(s)) for s in segm], dtype=np.float64)
-        box = np.array([mask_utils.toBbox(s) for s in segm], dtype=np.float64).reshape(-1, 4)
+        masks = segm or []
+        area = np.array([float(mask_utils.area(s)) for s in masks], dtype=np.float64)
+        box = np.array([mask_utils.toBbox(s) for s in masks], dtype=np.float64).reshape(-1, 4)
     keep = known_cat
     return Detections(
         image=np.searchsorted(gt.image_ids, image_id[keep]),
@@ -200,66 +202,104 @@ def load_results(
     )
 
 
-def _column(rows: list, key: str, dtype: type, where: tuple[str, str]) -> np.ndarray:
-    """``rows[i][key]`` for every row as an array; a clear error names the first bad row."""
+def check_result_images(
+    results: list, image_ids: np.ndarray, source: str, gt_source: str
+) -> np.ndarray:
+    """Every result's ``image_id`` as ``int64 [D]``, each checked to be one of ``image_ids``.
+
+    Results for images the ground truth lacks mean the two files do not belong together, so
+    they are an error (pycocotools fails on them too, with an ``AssertionError``).
+
+    Args:
+        results: the results list.
+        image_ids: ``[I]`` the ground truth's image ids.
+        source, gt_source: the two files (or labels), for the message.
+
+    Raises:
+        CocoEvalInputError: a result without an integer ``image_id``, or naming an image the
+            ground truth lacks (the first such result, and how many there are).
+    """
+    image_id = _column(results, "image_id", np.int64, _Where(results, "results", source))
+    missing = ~np.isin(image_id, image_ids)
+    if missing.any():
+        first = int(np.flatnonzero(missing)[0])
+        name = entry_name("results", first, results[first])
+        what = unknown_reference(
+            name, "image_id", int(image_id[first]), image_ids.tolist(), gt_source
+        )
+        raise CocoEvalInputError(
+            f"{subject(source)}: {what}; {int(missing.sum())} of {len(results)} results name "
+            "images it lacks: evaluate against the ground truth these results were made for"
+        )
+    return image_id
+
+
+@dataclass
+class _Where:
+    """Where converted values come from, to word an error the way every COCO reader does.
+
+    Attributes:
+        rows: the whole section, so that an entry's place is the file's (``annotations[7]``).
+        section: its name; source: the file (or the label of data in memory).
+        kept: ``[len(rows)]`` bool, the rows the converted values come from; ``None``: all.
+        optional: keys that may be missing (this reader fills a default).
+    """
+
+    rows: list
+    section: str
+    source: str
+    kept: np.ndarray | None = None
+    optional: tuple[str, ...] = ()
+
+    def error(self, keys: tuple[str, ...]) -> CocoFormatError:
+        """The first kept entry breaking a rule for ``keys``: a Python loop, for errors only."""
+        indices = None if self.kept is None else np.flatnonzero(self.kept).tolist()
+        found = field_error(self.rows, keys, self.section, self.source, indices, self.optional)
+        if found is not None:
+            return found
+        # Every entry follows the rules, yet NumPy refused one: say which field, at least.
+        return CocoFormatError(
+            f"{subject(self.source)}: the {', '.join(map(repr, keys))} of '{self.section}' "
+            "cannot be converted to numbers"
+        )
+
+
+_CONVERSION_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
+
+
+def _column(rows: list, key: str, dtype: type, where: _Where) -> np.ndarray:
+    """``rows[i][key]`` for every row as an ``[len(rows)]`` array, converted in one pass."""
     try:
         return np.fromiter((r[key] for r in rows), dtype, len(rows))
-    except (KeyError, TypeError, ValueError):
-        ok = int if dtype is np.int64 else float
-        _raise_for_row(rows, key, where, lambda v: isinstance(v, ok) and not isinstance(v, bool))
-        raise  # not reached: _raise_for_row found the row
+    except _CONVERSION_ERRORS:
+        raise where.error((key,)) from None
 
 
-def _boxes(rows: list, where: tuple[str, str]) -> np.ndarray:
+def _boxes(rows: list, where: _Where) -> np.ndarray:
+    """Every row's ``bbox`` as ``float64 [len(rows), 4]`` xywh, converted in one pass."""
+    if not rows:
+        return np.zeros((0, 4))
     try:
         box = np.array([r["bbox"] for r in rows], dtype=np.float64)
-        if box.shape == (len(rows), 4):
-            return box
-    except (KeyError, TypeError, ValueError):
-        pass
-    _raise_for_row(rows, "bbox", where, _is_box)
-    return np.zeros((0, 4))  # not reached
+    except _CONVERSION_ERRORS:
+        box = None
+    if box is None or box.shape != (len(rows), 4):
+        raise where.error(("bbox",))
+    return box
 
 
-def _is_box(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == 4
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    )
+def _image_sizes(images: list, source: str) -> dict[int, tuple[int, int]]:
+    """``{image_id: (height, width)}``; a missing size is 0 (only segm evaluation needs it)."""
+    try:
+        return {int(i["id"]): (int(i.get("height", 0)), int(i.get("width", 0))) for i in images}
+    except _CONVERSION_ERRORS:
+        where = _Where(images, "images", source, optional=("height", "width"))
+        raise where.error(("id", "height", "width")) from None
 
 
-def _raise_for_row(rows: list, key: str, where: tuple[str, str], ok) -> None:
-    """Raise for the first row whose ``key`` is missing or fails ``ok``."""
-    source, what = where
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise CocoEvalInputError(f"{source}: {what} #{i} is not an object: {row!r:.80}")
-        if key not in row or not ok(row[key]):
-            ident = f" (id {row['id']})" if "id" in row else ""
-            found = "is missing" if key not in row else f"is {row[key]!r:.80}"
-            raise CocoEvalInputError(
-                f"{source}: {what} #{i}{ident}: {key!r} {found}; "
-                f"every {what} needs {_EXPECTED.get(key, 'a value')}"
-            )
-
-
-_EXPECTED = {
-    "image_id": "an integer 'image_id'",
-    "category_id": "an integer 'category_id'",
-    "score": "a number 'score'",
-    "area": "a number 'area'",
-    "bbox": "a 'bbox' of 4 numbers [x, y, width, height]",
-    "segmentation": "a 'segmentation' (RLE) for segm evaluation",
-}
-
-
-def _check_ids(ids: np.ndarray, known: np.ndarray, what: str, source: str, gt_source: str) -> None:
-    missing = ~np.isin(ids, known)
-    if missing.any():
-        bad = sorted(set(ids[missing].tolist()))
-        raise CocoEvalInputError(
-            f"{source}: {int(missing.sum())} detections name {what} ids that {gt_source} does "
-            f"not have: {bad[:10]}{' ...' if len(bad) > 10 else ''}; evaluate against the "
-            "ground truth these results were made for"
-        )
+def _categories(categories: list, source: str) -> list[tuple[int, str]]:
+    """``(id, name)`` sorted by id; a missing name is the id."""
+    try:
+        return sorted((int(c["id"]), str(c.get("name", c["id"]))) for c in categories)
+    except _CONVERSION_ERRORS:
+        raise _Where(categories, "categories", source).error(("id",)) from None

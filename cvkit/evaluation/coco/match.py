@@ -127,7 +127,9 @@ def _ious(gt, dets, det_rows, local, g_idx, g_valid, segm_iou) -> np.ndarray:
     return np.where(g_valid[local], iou, -1.0)
 
 
-def _walk(iou: np.ndarray, local: np.ndarray, ign: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+def _walk(
+    iou: np.ndarray, local: np.ndarray, ign: np.ndarray, crowd: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Run ``_greedy`` over the detections that have some IoU >= the lowest threshold.
 
     The others can never match, and leaving them out changes no decision: the walk's order

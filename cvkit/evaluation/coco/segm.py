@@ -25,12 +25,15 @@ class MaskIou:
     made once per annotation, on first use."""
 
     def __init__(self, gt: GroundTruth, dets: Detections) -> None:
+        if dets.segm is None:
+            raise ValueError("mask IoU needs the detections' segmentations (iou_type 'segm')")
         self.gt, self.dets = gt, dets
+        self._det_segm: list = dets.segm
         self._gt_rle: dict[int, dict] = {}
         self._det_rle: dict[int, dict] = {}
 
     def __call__(self, det_rows: np.ndarray, gt_rows: np.ndarray, crowd: np.ndarray) -> np.ndarray:
-        d = [self._rle(self._det_rle, self.dets.segm, self.dets.image, i) for i in det_rows]
+        d = [self._rle(self._det_rle, self._det_segm, self.dets.image, i) for i in det_rows]
         g = [self._rle(self._gt_rle, self.gt.segm, self.gt.image, i) for i in gt_rows]
         iou = mask_utils.iou(d, g, [int(c) for c in crowd])
         return np.asarray(iou, dtype=np.float64).reshape(len(d), len(g))

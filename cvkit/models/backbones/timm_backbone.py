@@ -57,6 +57,9 @@ class TimmBackbone(nn.Module):
         [(256, 16), (512, 32)]
     """
 
+    # timm's model; its num_features, forward_features and feature_info are not typed
+    model: Any
+
     def __init__(
         self,
         name: str,
@@ -217,7 +220,7 @@ def _create(
         ) from e
 
 
-def _stages(model: nn.Module) -> list[dict[str, Any]]:
+def _stages(model: Any) -> list[dict[str, Any]]:
     """timm's stage records (``module``, ``num_chs``, ``reduction``), with or without
     ``features_only`` (a ``FeatureInfo`` there, a list of dicts on a full model)."""
     info = model.feature_info

@@ -6,7 +6,7 @@ scores of finer maps through 2x transposed convolutions initialised to bilinear 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -181,7 +181,7 @@ class FCNHead(nn.Module):
 def _zero_conv1x1(cin: int, cout: int) -> nn.Conv2d:
     conv = nn.Conv2d(cin, cout, 1)
     nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
+    nn.init.zeros_(cast(torch.Tensor, conv.bias))  # Conv2d's bias=True default: never None
     return conv
 
 

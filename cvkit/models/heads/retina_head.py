@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, cast
 
 import torch
 from torch import nn
 
+from cvkit.models.task_utils.anchor_generator import flatten_level
 from cvkit.registry import HEADS
-
-
-def flatten_level(x: torch.Tensor, per_anchor: int) -> torch.Tensor:
-    """``[B, A*C, H, W]`` -> ``[B, H*W*A, C]``: location-major (y, then x), then anchor.
-
-    This is the anchor generator's order, so row ``i`` of a level's output belongs to
-    anchor ``i`` of that level.
-    """
-    b, _, h, w = x.shape
-    return x.view(b, -1, per_anchor, h, w).permute(0, 3, 4, 1, 2).reshape(b, -1, per_anchor)
 
 
 @HEADS.register()
@@ -37,6 +29,9 @@ class RetinaHead(nn.Module):
             torchvision's ``retinanet_resnet50_fpn_v2`` and MMDetection's GN heads; it helps
             deep towers train in short schedules.
         norm_groups: GroupNorm's groups (``feat_channels`` must divide by it).
+        in_strides: stride of every level (wired from the neck), kept as ``strides``: the
+            detector's anchors and padding use them. ``None`` when the detector's anchor
+            generator fixes its own strides.
 
     Shapes: ``[Tensor[B, C, H_l, W_l]]`` -> ``([Tensor[B, H_l*W_l*A, K]], [Tensor[B, H_l*W_l*A,
     4]])``.
@@ -52,6 +47,7 @@ class RetinaHead(nn.Module):
         prior_prob: float = 0.01,
         norm: Literal["GN"] | None = None,
         norm_groups: int = 32,
+        in_strides: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -66,6 +62,7 @@ class RetinaHead(nn.Module):
                 f"norm_groups ({norm_groups}); set model.head.norm_groups to a divisor"
             )
         self.num_classes, self.num_anchors = num_classes, num_anchors
+        self.strides = list(in_strides) if in_strides else None
         groups = norm_groups if norm else 0
         self.cls_tower = _tower(in_channels, feat_channels, num_convs, groups)
         self.box_tower = _tower(in_channels, feat_channels, num_convs, groups)
@@ -77,7 +74,9 @@ class RetinaHead(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         # every anchor starts as background with probability 1 - prior_prob (the paper, §4.1)
-        nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
+        nn.init.constant_(
+            cast(torch.Tensor, self.cls_logits.bias), -math.log((1 - prior_prob) / prior_prob)
+        )
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         logits = [

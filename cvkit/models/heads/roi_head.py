@@ -12,10 +12,10 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from cvkit.models.losses.detection import SmoothL1Loss
 from cvkit.models.task_utils.box_coder import DeltaBoxCoder
-from cvkit.models.task_utils.det_utils import box_regression_loss, match_target
 from cvkit.models.task_utils.matcher import MaxIoUMatcher
 from cvkit.models.task_utils.sampler import RandomSampler
-from cvkit.ops.boxes import batched_nms, clip_boxes, valid_boxes_mask
+from cvkit.models.task_utils.training_targets import box_regression_loss, sample_labels
+from cvkit.ops import batched_nms, clip_boxes, valid_boxes_mask
 from cvkit.registry import HEADS
 from cvkit.structures import DetTarget
 
@@ -28,11 +28,11 @@ class RoIHead(nn.Module):
     levels, FPN paper eq. 1) to ``roi_size x roi_size`` with torchvision's
     ``MultiScaleRoIAlign``, then goes through two ``fc_channels`` FC layers. Training: the gt
     boxes join the proposals, proposals are matched to gts (``matcher``), ``sampler`` picks
-    positives and negatives, and the loss is cross-entropy on the sampled (mean) plus
-    ``box_loss`` on the positives' deltas of their gt class, divided by the number sampled.
-    Prediction: softmax scores, per-class boxes clipped to the image, scores above
-    ``score_threshold``, NMS per class, the best ``max_detections``. The defaults are Faster
-    R-CNN's with FPN.
+    positives and negatives (both through ``training_targets``), and the loss is
+    cross-entropy on the sampled (mean) plus ``box_loss`` on the positives' deltas of their gt
+    class, divided by the number sampled. Prediction: softmax scores, per-class boxes clipped
+    to the image, scores above ``score_threshold``, NMS per class, the best
+    ``max_detections``. The defaults are Faster R-CNN's with FPN.
 
     Args:
         in_channels: channels of the pyramid levels (wired from the neck).
@@ -119,9 +119,12 @@ class RoIHead(nn.Module):
         batch_shape: tuple[int, int],
     ) -> dict[str, torch.Tensor]:
         """``{"loss_roi_cls", "loss_roi_box"}`` over the sampled proposals of the batch."""
-        rois, labels, gt_boxes = zip(*(self._sample(p, t) for p, t in zip(proposals, targets)))
+        rois, per_image_labels, per_image_gts = zip(
+            *(self._sample(p, t) for p, t in zip(proposals, targets))
+        )
         logits, deltas = self(feats, list(rois), batch_shape)
-        labels, gt_boxes, rois_flat = torch.cat(labels), torch.cat(gt_boxes), torch.cat(rois)
+        labels, gt_boxes = torch.cat(per_image_labels), torch.cat(per_image_gts)
+        rois_flat = torch.cat(rois)
         pos = torch.nonzero(labels < self.num_classes).squeeze(1)
         # each positive regresses only the deltas of its own class: [P, K, 4] -> [P, 4]
         pos_labels = labels.index_select(0, pos)[:, None, None].expand(-1, 1, 4)
@@ -145,16 +148,14 @@ class RoIHead(nn.Module):
         gts = target.boxes[~target.iscrowd] if target.iscrowd.any() else target.boxes
         # gts as proposals give the head perfect positives from the first step
         proposals = torch.cat([proposals, gts.to(proposals.dtype)])
-        matched = match_target(self.matcher, target, proposals)
-        pos, neg = self.sampler(matched)
-        sampled = torch.cat([pos, neg])
-        rois = proposals.index_select(0, sampled)
-        labels = torch.full_like(sampled, self.num_classes)
+        sampled = sample_labels(self.matcher, self.sampler, target, proposals)
+        indices, num_pos = sampled.indices, len(sampled.pos)
+        rois = proposals.index_select(0, indices)
+        labels = torch.full_like(indices, self.num_classes)
         gt = rois.clone()  # only the positives' rows are used
-        if len(pos):
-            gt_index = matched.index_select(0, pos)
-            labels[: len(pos)] = target.labels.index_select(0, gt_index)
-            gt[: len(pos)] = target.boxes.index_select(0, gt_index)
+        if num_pos:
+            labels[:num_pos] = target.labels.index_select(0, sampled.pos_gt)
+            gt[:num_pos] = target.boxes.index_select(0, sampled.pos_gt)
         return rois, labels, gt
 
     @torch.no_grad()

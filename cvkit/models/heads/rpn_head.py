@@ -6,20 +6,21 @@ the best-scoring anchors of each level into proposals for the second stage.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cvkit.models.heads.retina_head import flatten_level
 from cvkit.models.losses.detection import SmoothL1Loss
-from cvkit.models.task_utils.anchor_generator import AnchorGenerator
+from cvkit.models.task_utils.anchor_generator import AnchorGenerator, anchor_strides, flatten_level
 from cvkit.models.task_utils.box_coder import DeltaBoxCoder
-from cvkit.models.task_utils.det_utils import box_regression_loss, match_target
 from cvkit.models.task_utils.matcher import MaxIoUMatcher
 from cvkit.models.task_utils.sampler import RandomSampler
-from cvkit.ops.boxes import batched_nms, clip_boxes, valid_boxes_mask
+from cvkit.models.task_utils.training_targets import box_regression_loss, sample_labels
+from cvkit.ops import batched_nms, clip_boxes, valid_boxes_mask
 from cvkit.registry import HEADS
 from cvkit.structures import DetTarget
 
@@ -32,13 +33,15 @@ class RPNHead(nn.Module):
     ``A * 4`` deltas per location. Proposals: per level the ``pre_nms_top_n`` best anchors,
     decoded, clipped to the image, boxes under ``min_size`` dropped, NMS per level at
     ``nms_threshold``, then the ``post_nms_top_n`` best of the image. Training: anchors are
-    matched to the gts, ``sampler`` picks positives and negatives, and the loss is binary
-    cross-entropy on the sampled anchors (mean) plus ``box_loss`` on the positives, divided by
-    the number sampled. The defaults are Faster R-CNN's with FPN (torchvision, Detectron2).
+    matched to the gts and ``sampler`` picks positives and negatives (``training_targets``),
+    and the loss is binary cross-entropy on the sampled anchors (mean) plus ``box_loss`` on
+    the positives, divided by the number sampled. The defaults are Faster R-CNN's with FPN
+    (torchvision, Detectron2).
 
     Args:
         in_channels: channels of every pyramid level (wired from the neck).
-        in_strides: stride of every level (wired from the neck), for the anchors.
+        in_strides: stride of every level (wired from the neck), for the anchors; kept as
+            ``strides``. ``None`` only with an anchor generator built with its own strides.
         anchor_generator: default: one size per level, ``8 * stride`` (32 px on P2 ... 512 on
             P6), aspect ratios 0.5, 1, 2.
         box_coder: default: unit weights.
@@ -69,11 +72,14 @@ class RPNHead(nn.Module):
         min_size: float = 1e-3,
     ) -> None:
         super().__init__()
-        self.strides = list(in_strides) if in_strides else None
         if anchor_generator is None:
-            if self.strides is None:
+            if not in_strides:
                 raise ValueError("RPNHead: give in_strides (the neck's) or an anchor_generator")
-            anchor_generator = AnchorGenerator(sizes=[(8.0 * s,) for s in self.strides])
+            anchor_generator = AnchorGenerator(sizes=[(8.0 * s,) for s in in_strides])
+        try:
+            self.strides = anchor_strides(in_strides, anchor_generator)
+        except ValueError as err:
+            raise ValueError(f"RPNHead: {err}") from None
         per_location = set(anchor_generator.num_anchors_per_location())
         if len(per_location) != 1:
             raise ValueError(
@@ -93,7 +99,8 @@ class RPNHead(nn.Module):
         self.box_deltas = nn.Conv2d(in_channels, self.num_anchors * 4, 1)
         for m in (self.conv, self.objectness, self.box_deltas):
             nn.init.normal_(m.weight, std=0.01)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
     def forward(self, feats: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         objectness, deltas = [], []
@@ -105,7 +112,7 @@ class RPNHead(nn.Module):
 
     def anchors(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per level ``Tensor[H_l*W_l*A, 4]``, in the order of ``forward``'s outputs."""
-        sizes = [tuple(f.shape[-2:]) for f in feats]
+        sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in feats]
         return self.anchor_generator(sizes, self.strides, feats[0].device, feats[0].dtype)
 
     @torch.no_grad()
@@ -130,9 +137,10 @@ class RPNHead(nn.Module):
             boxes.append(decoded.view(-1, k, 4))
             scores.append(top.values)
             levels.append(torch.full((k,), lv, dtype=torch.int64, device=obj.device))
-        boxes, scores, levels = torch.cat(boxes, 1), torch.cat(scores, 1), torch.cat(levels)
+        all_boxes, all_scores = torch.cat(boxes, 1), torch.cat(scores, 1)
+        all_levels = torch.cat(levels)
         return [
-            self._select(boxes[i], scores[i], levels, size, post_n)
+            self._select(all_boxes[i], all_scores[i], all_levels, size, post_n)
             for i, size in enumerate(image_sizes)
         ]
 
@@ -152,29 +160,25 @@ class RPNHead(nn.Module):
         targets: list[DetTarget],
     ) -> dict[str, torch.Tensor]:
         """``{"loss_rpn_cls", "loss_rpn_box"}`` over the sampled anchors of the batch."""
-        objectness, deltas, anchors = (
-            torch.cat(objectness, 1),
-            torch.cat(deltas, 1),
-            torch.cat(anchors),
-        )
+        all_objectness, all_deltas = torch.cat(objectness, 1), torch.cat(deltas, 1)
+        all_anchors = torch.cat(anchors)
         logits, labels, box_terms = [], [], []
         for i, target in enumerate(targets):
-            matched = match_target(self.matcher, target, anchors)
-            pos, neg = self.sampler(matched)
-            sampled = torch.cat([pos, neg])
-            logits.append(objectness[i].index_select(0, sampled))
-            labels.append((torch.arange(len(sampled), device=sampled.device) < len(pos)).float())
-            gt = target.boxes.index_select(0, matched.index_select(0, pos))
+            sampled = sample_labels(self.matcher, self.sampler, target, all_anchors)
+            pos, indices = sampled.pos, sampled.indices
+            logits.append(all_objectness[i].index_select(0, indices))
+            labels.append((torch.arange(len(indices), device=indices.device) < len(pos)).float())
             box_terms.append(
                 box_regression_loss(
                     self.box_loss,
                     self.box_coder,
-                    deltas[i].index_select(0, pos),
-                    gt,
-                    anchors.index_select(0, pos),
+                    all_deltas[i].index_select(0, pos),
+                    target.boxes.index_select(0, sampled.pos_gt),
+                    all_anchors.index_select(0, pos),
                 )
             )
-        logits, labels = torch.cat(logits), torch.cat(labels)
-        num_sampled = max(1, labels.numel())
-        cls = F.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / num_sampled
-        return {"loss_rpn_cls": cls, "loss_rpn_box": sum(box_terms) / num_sampled}
+        sampled_logits, sampled_labels = torch.cat(logits), torch.cat(labels)
+        num_sampled = max(1, sampled_labels.numel())
+        cls = F.binary_cross_entropy_with_logits(sampled_logits, sampled_labels, reduction="sum")
+        box = functools.reduce(operator.add, box_terms)  # sum() would start at int 0
+        return {"loss_rpn_cls": cls / num_sampled, "loss_rpn_box": box / num_sampled}

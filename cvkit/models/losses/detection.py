@@ -1,4 +1,17 @@
-"""Detection losses: sigmoid focal loss, smooth-L1 on box deltas, IoU-family box losses."""
+"""Detection losses: sigmoid focal loss, smooth-L1 on box deltas, IoU-family box losses.
+
+A detector tells loss kinds apart by their base class (``isinstance``), never by their
+attributes:
+
+- a box loss that subclasses ``DecodedBoxLoss`` gets decoded ``xyxy`` boxes and the gt boxes;
+  any other box loss (``DeltaBoxLoss`` or a plain ``nn.Module``, the default) gets predicted
+  deltas and the gts encoded by the box coder;
+- a classification loss that subclasses ``ClassIndexLoss`` gets class indices and row weights
+  through ``forward_labels``; any other (the default) gets one-hot targets through
+  ``forward``.
+
+A plugin loss declares its kind the same way: subclass one of these bases.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +26,41 @@ from torchvision.ops import sigmoid_focal_loss
 from cvkit.registry import LOSSES
 
 
+class ClassIndexLoss(nn.Module):
+    """Base of classification losses that take class indices as well as one-hot targets.
+
+    A detector gives such a loss ``forward_labels(logits, labels, weights)``: no ``[N, K]``
+    one-hot tensor is built and no rows are copied out of the logits. Subclasses implement
+    ``forward(logits, targets)`` (one-hot, ``Tensor[N, K]``) and ``forward_labels``; both
+    return the same summed loss.
+    """
+
+    def forward_labels(
+        self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The summed loss of ``logits`` ``Tensor[N, K]`` against ``labels`` ``Tensor[N]``
+        (int64, the row's positive class or ``-1``: all negative), each row scaled by
+        ``weights`` ``Tensor[N]`` (``0`` drops it; ``None``: all 1). A scalar."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward_labels")
+
+
+class DeltaBoxLoss(nn.Module):
+    """Base of box losses on encoded deltas: ``forward(pred, target)``, both ``Tensor[P, 4]``
+    ``(dx, dy, dw, dh)`` from the box coder, summed to a scalar. This is also what a box loss
+    that subclasses neither base gets."""
+
+    uses_boxes = False  # kept for code that reads it; detectors check the base class
+
+
+class DecodedBoxLoss(nn.Module):
+    """Base of box losses on boxes: ``forward(pred, target)``, both ``Tensor[P, 4]`` ``xyxy``
+    in input pixels (the prediction decoded by the box coder), summed to a scalar."""
+
+    uses_boxes = True  # kept for code that reads it; detectors check the base class
+
+
 @LOSSES.register()
-class FocalLoss(nn.Module):
+class FocalLoss(ClassIndexLoss):
     """Sigmoid focal loss (Lin et al., "Focal Loss for Dense Object Detection", 2017), summed.
 
     The caller normalises (by positives). Two ways to give the targets:
@@ -156,7 +202,7 @@ def _focal_loss_and_grad(
         )
         # the positives' elements were counted as negatives above: replace them
         total = loss.view(-1).index_fill_(0, pos_flat, 0.0).sum() + pos_loss.sum()
-        if need_grad:
+        if grad is not None and pos_grad is not None:  # need_grad
             grad.view(-1).index_copy_(0, pos_flat, pos_grad.neg_())  # dz/dx = -1
             grad = grad.to(logits.dtype)
     return total.to(logits.dtype), grad
@@ -182,13 +228,11 @@ def _focal_terms(
 
 
 @LOSSES.register()
-class SmoothL1Loss(nn.Module):
+class SmoothL1Loss(DeltaBoxLoss):
     """Smooth-L1 between predicted and target box deltas, summed; ``beta=0`` is plain L1.
 
     Shapes: ``Tensor[N, 4]`` and ``Tensor[N, 4]`` -> scalar.
     """
-
-    uses_boxes = False  # works on encoded deltas
 
     def __init__(self, beta: float = 0.0, weight: float = 1.0) -> None:
         super().__init__()
@@ -203,7 +247,7 @@ class SmoothL1Loss(nn.Module):
 
 
 @LOSSES.register()
-class IoULoss(nn.Module):
+class IoULoss(DecodedBoxLoss):
     """``1 - xIoU`` between decoded predicted boxes and ground-truth boxes, summed.
 
     Args:
@@ -214,14 +258,12 @@ class IoULoss(nn.Module):
     Shapes: boxes ``Tensor[N, 4]`` xyxy and ``Tensor[N, 4]`` -> scalar.
     """
 
-    uses_boxes = True  # works on decoded boxes
-
     def __init__(self, kind: Literal["giou", "diou", "ciou"] = "giou", weight: float = 1.0) -> None:
         super().__init__()
         self.kind, self.weight = kind, weight
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        from cvkit.ops import boxes as B
+        from cvkit.models.losses import iou_losses as B
 
         fn = {"giou": B.giou_loss, "diou": B.diou_loss, "ciou": B.ciou_loss}[self.kind]
         return self.weight * fn(pred, target, reduction="sum")

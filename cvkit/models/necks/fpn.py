@@ -79,7 +79,8 @@ class FPN(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_uniform_(m.weight, a=1)  # the FPN paper's init
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         if len(feats) != len(self.lateral):

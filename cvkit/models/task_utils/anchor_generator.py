@@ -9,7 +9,8 @@ that is, location-major in row-major ``(y, x)`` order, then the ``A_l`` anchors 
 location: sizes slowest, then scales, then aspect ratios fastest. A head whose convolution
 gives ``Tensor[B, A * 4, H, W]`` (channel ``a * 4 + j`` = coordinate ``j`` of anchor ``a``)
 matches this order after ``.view(B, A, 4, H, W).permute(0, 3, 4, 1, 2).reshape(B, -1, 4)``;
-class logits ``Tensor[B, A * K, H, W]`` likewise with ``K`` in place of 4.
+class logits ``Tensor[B, A * K, H, W]`` likewise with ``K`` in place of 4. ``flatten_level``
+does that reshape; every anchor-based head (RetinaNet's, the RPN) flattens its outputs with it.
 """
 
 from __future__ import annotations
@@ -159,6 +160,58 @@ class AnchorGenerator:
                 f"strides {list(self.strides)}"
             )
         return strides
+
+
+def anchor_strides(
+    in_strides: Sequence[int] | None, anchor_generator: object | None = None
+) -> list[int]:
+    """The stride of each pyramid level the anchors are laid on, read from one place.
+
+    That is ``in_strides`` (a head's, which the builder wires from the neck's
+    ``feature_info``) when given; else the strides ``anchor_generator`` (an
+    ``AnchorGenerator``) was built with.
+
+    Raises:
+        ValueError: neither gives strides.
+
+    Example:
+        >>> anchor_strides([8, 16]), anchor_strides(None, AnchorGenerator(((32,),), strides=[8]))
+        ([8, 16], [8])
+    """
+    strides = in_strides
+    if not strides and isinstance(anchor_generator, AnchorGenerator):
+        strides = anchor_generator.strides
+    if not strides:
+        raise ValueError(
+            "no strides for the anchors: the head has no in_strides and the anchor generator "
+            "fixes none; build the model from a config (the builder wires the neck's strides "
+            "into the head's in_strides), or give the head in_strides=[...] or the anchor "
+            "generator strides=[...]"
+        )
+    return [int(s) for s in strides]
+
+
+def flatten_level(x: torch.Tensor, per_anchor: int) -> torch.Tensor:
+    """``[B, A*C, H, W]`` -> ``[B, H*W*A, C]``: location-major (y, then x), then anchor.
+
+    This is the anchor generator's order, so row ``i`` of a level's output belongs to
+    anchor ``i`` of that level.
+
+    Args:
+        x: one level's conv output ``Tensor[B, A * C, H, W]``, channel ``a * C + c`` holding
+            value ``c`` of anchor ``a``.
+        per_anchor: ``C``, the values per anchor (classes, 4 box deltas, 1 objectness).
+
+    Example:
+        >>> x = torch.arange(8.0).view(1, 4, 1, 2)  # A = 2 anchors x C = 2, on 1 x 2 cells
+        >>> flatten_level(x, 2)[0]  # rows: (x=0, a=0), (x=0, a=1), (x=1, a=0), (x=1, a=1)
+        tensor([[0., 2.],
+                [4., 6.],
+                [1., 3.],
+                [5., 7.]])
+    """
+    b, _, h, w = x.shape
+    return x.view(b, -1, per_anchor, h, w).permute(0, 3, 4, 1, 2).reshape(b, -1, per_anchor)
 
 
 def _check_count(name: str, count: int, ref_name: str, ref_count: int) -> None:

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 
 from cvkit.registry import BOX_CODERS
+
+
+class BoxCoder(Protocol):
+    """What a detector asks of a box coder (``DeltaBoxCoder`` or a plugin's).
+
+    ``encode(boxes [N, 4], refs [N, 4]) -> deltas [N, 4]`` and ``decode(deltas [N, k*4],
+    refs [N, 4]) -> boxes [N, k*4]``, boxes ``xyxy``, row ``i`` of each belonging together.
+    """
+
+    def encode(self, boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, deltas: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor: ...
 
 
 @BOX_CODERS.register()

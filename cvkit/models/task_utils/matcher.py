@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 
 from cvkit.registry import MATCHERS
 
 BACKGROUND = -1
 IGNORE = -2
+
+
+class Matcher(Protocol):
+    """What a detector asks of a matcher (``MaxIoUMatcher`` or a plugin's).
+
+    ``matcher(iou, ignore_mask)``: ``iou`` ``Tensor[G, A]`` (gts x anchors or proposals),
+    ``ignore_mask`` ``Tensor[G]`` bool (crowd gts) -> ``Tensor[A]`` int64 on ``iou``'s device:
+    the matched gt's index, ``BACKGROUND`` (-1) or ``IGNORE`` (-2).
+    """
+
+    def __call__(
+        self, iou: torch.Tensor, ignore_mask: torch.Tensor | None = None
+    ) -> torch.Tensor: ...
 
 
 @MATCHERS.register()

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 
 from cvkit.registry import SAMPLERS
+
+
+class Sampler(Protocol):
+    """What a two-stage head asks of a sampler (``RandomSampler`` or a plugin's).
+
+    ``sampler(matched)``: a matcher's ``Tensor[A]`` int64 -> ``(pos_idx [P], neg_idx [N])``
+    int64 indices into it, positives among ``matched >= 0``, negatives among ``matched == -1``.
+    """
+
+    def __call__(self, matched: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 @SAMPLERS.register()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -22,13 +24,20 @@ class ImageClassifier(nn.Module):
         loss: logits and labels -> scalar; default ``CrossEntropyLoss()``.
         preprocessor: uint8 images -> normalised floats; default ImageNet mean/std.
 
-    ``loss(batch)`` and ``predict(batch)`` do the same thing in train and eval mode; only
-    layers such as dropout and batch norm follow the mode.
+    ``loss(batch)``, ``predict(batch)`` and ``loss_and_predict(batch)`` (both from one forward
+    pass) do the same thing in train and eval mode; only layers such as dropout and batch norm
+    follow the mode.
 
     When the backbone has a ``pretrained_head`` (the classifier of its pretrained weights) and
     the head has ``load_pretrained_head``, the head receives it once, here: tensors that fit
     are copied, the others (another number of classes) are dropped and logged.
     """
+
+    task = "classification"
+    # components are duck-typed (any backbone with feature_info, any head with num_classes)
+    backbone: Any
+    head: Any
+    loss_fn: nn.Module
 
     def __init__(
         self,
@@ -46,7 +55,7 @@ class ImageClassifier(nn.Module):
         self.loss_fn = loss or CrossEntropyLoss()
         pretrained_head = getattr(backbone, "pretrained_head", None)
         if pretrained_head and hasattr(head, "load_pretrained_head"):
-            head.load_pretrained_head(pretrained_head)
+            self.head.load_pretrained_head(pretrained_head)
 
     @property
     def num_classes(self) -> int:
@@ -62,16 +71,31 @@ class ImageClassifier(nn.Module):
 
     def loss(self, batch: ClsBatch) -> dict[str, torch.Tensor]:
         """Returns ``{"loss_cls": scalar}``; needs ``batch.labels``."""
-        if batch.labels is None:
-            raise ValueError("ImageClassifier.loss needs labels; this batch has none")
-        return {"loss_cls": self.loss_fn(self(batch.images), batch.labels)}
+        return self._loss(self(batch.images), batch)
 
     @torch.no_grad()
     def predict(self, batch: ClsBatch) -> list[ClsPrediction]:
         """One ``ClsPrediction`` per image, with the class probabilities."""
-        probs = self(batch.images).float().softmax(dim=1)
-        scores, labels = probs.max(dim=1)
-        return [
-            ClsPrediction(p, int(lbl), float(s))
-            for p, lbl, s in zip(probs.cpu(), labels.tolist(), scores.tolist())
-        ]
+        return _predictions(self(batch.images))
+
+    def loss_and_predict(
+        self, batch: ClsBatch
+    ) -> tuple[dict[str, torch.Tensor], list[ClsPrediction]]:
+        """``loss(batch)`` and ``predict(batch)`` from one forward pass (evaluation)."""
+        logits = self(batch.images)
+        return self._loss(logits, batch), _predictions(logits.detach())
+
+    def _loss(self, logits: torch.Tensor, batch: ClsBatch) -> dict[str, torch.Tensor]:
+        if batch.labels is None:
+            raise ValueError("ImageClassifier.loss needs labels; this batch has none")
+        return {"loss_cls": self.loss_fn(logits, batch.labels)}
+
+
+def _predictions(logits: torch.Tensor) -> list[ClsPrediction]:
+    """Logits ``Tensor[B, K]`` -> one ``ClsPrediction`` per row (probabilities on the CPU)."""
+    probs = logits.float().softmax(dim=1)
+    scores, labels = probs.max(dim=1)
+    return [
+        ClsPrediction(p, int(lbl), float(s))
+        for p, lbl, s in zip(probs.cpu(), labels.tolist(), scores.tolist())
+    ]

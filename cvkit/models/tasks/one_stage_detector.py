@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cvkit.models.losses.detection import FocalLoss, SmoothL1Loss
 from cvkit.models.preprocessor import Preprocessor
-from cvkit.models.task_utils.det_utils import box_regression_loss, match_target, to_original
-from cvkit.models.task_utils.matcher import IGNORE
-from cvkit.ops.boxes import batched_nms, clip_boxes
+from cvkit.models.task_utils.anchor_generator import AnchorGenerator, anchor_strides
+from cvkit.models.task_utils.box_coder import BoxCoder
+from cvkit.models.task_utils.matcher import IGNORE, Matcher
+from cvkit.models.task_utils.training_targets import (
+    classification_loss,
+    dense_box_loss,
+    label_anchors,
+    match_boxes,
+)
+from cvkit.ops import batched_nms, clip_boxes
 from cvkit.registry import MODELS
 from cvkit.structures import DetBatch, DetPrediction, DetTarget
+
+HeadOutputs = tuple[list[torch.Tensor], list[torch.Tensor]]
 
 
 @MODELS.register()
@@ -21,22 +31,30 @@ class OneStageDetector(nn.Module):
 
     Args:
         backbone: returns ``list[Tensor]`` and has ``feature_info``.
-        neck: e.g. ``FPN``; its ``feature_info`` gives the strides the anchors use.
-        head: returns per-level ``(cls_logits [B, HWA, K], box_deltas [B, HWA, 4])``.
+        neck: e.g. ``FPN``.
+        head: returns per-level ``(cls_logits [B, HWA, K], box_deltas [B, HWA, 4])``; has
+            ``num_classes``, ``num_anchors`` and ``strides`` (its ``in_strides``, which the
+            builder wires from the neck).
         anchor_generator: anchors per level, in the head's order.
         box_coder: encodes matched boxes as deltas and decodes predictions.
         matcher: IoU matrix -> matched gt index, ``-1`` background, ``-2`` ignore.
-        cls_loss: summed over the non-ignored anchors (default ``FocalLoss()``). A loss with
-            ``forward_labels(logits, labels, weights)`` (``FocalLoss``) gets class indices;
-            any other gets one-hot targets.
-        box_loss: on deltas (``SmoothL1Loss``) or decoded boxes (``IoULoss``), summed.
+        cls_loss: summed over the non-ignored anchors (default ``FocalLoss()``). A
+            ``ClassIndexLoss`` (``FocalLoss``) gets class indices; any other gets one-hot
+            targets.
+        box_loss: summed over the positive anchors (default ``SmoothL1Loss()``): a
+            ``DecodedBoxLoss`` (``IoULoss``) on decoded boxes, any other on deltas.
         preprocessor: normalises and pads to the coarsest stride.
         score_threshold, topk_candidates, nms_threshold, max_detections: prediction.
 
-    Both losses are divided by the number of positive anchors in the batch (at least 1).
+    The strides of the levels (``strides``) are the head's, else those the anchor generator
+    was built with (``anchor_strides``). Both losses are divided by the number of positive
+    anchors in the batch (at least 1); ``cvkit.models.task_utils.training_targets`` labels
+    the anchors and computes them. ``loss``, ``predict`` and ``loss_and_predict`` (both from
+    one forward pass) share their steps; in eval mode the last equals the first two.
     """
 
     task = "detection"
+    head: Any  # duck-typed: num_classes, num_anchors, strides; per-level outputs
 
     def __init__(
         self,
@@ -56,12 +74,15 @@ class OneStageDetector(nn.Module):
     ) -> None:
         super().__init__()
         self.backbone, self.neck, self.head = backbone, neck, head
-        self.anchor_generator, self.box_coder, self.matcher = anchor_generator, box_coder, matcher
+        # typed for the checker only: a plugin's parts need just these classes' interface
+        self.anchor_generator = cast(AnchorGenerator, anchor_generator)
+        self.box_coder, self.matcher = cast(BoxCoder, box_coder), cast(Matcher, matcher)
         self.cls_loss = cls_loss or FocalLoss()
         self.box_loss = box_loss or SmoothL1Loss()
-        self.strides = [f.stride for f in neck.feature_info]
+        # a plugin's head may take no in_strides: then the generator's own strides
+        self.strides = anchor_strides(getattr(head, "strides", None), anchor_generator)
         self.preprocessor = preprocessor or Preprocessor(size_divisor=max(self.strides))
-        per_location = set(anchor_generator.num_anchors_per_location())
+        per_location = set(self.anchor_generator.num_anchors_per_location())
         if per_location != {head.num_anchors}:
             raise ValueError(
                 f"the head predicts {head.num_anchors} anchors per location but the anchor "
@@ -75,116 +96,90 @@ class OneStageDetector(nn.Module):
     def num_classes(self) -> int:
         return int(self.head.num_classes)
 
-    def forward(self, images: torch.Tensor, image_sizes=None):
-        """Raw head outputs: per level ``(cls_logits [B, HWA, K], box_deltas [B, HWA, 4])``."""
+    def forward(
+        self, images: torch.Tensor, image_sizes: list[tuple[int, int]] | None = None
+    ) -> tuple[HeadOutputs, list[tuple[int, int]]]:
+        """Raw head outputs: per level ``(cls_logits [B, HWA, K], box_deltas [B, HWA, 4])``,
+        and each level's ``(H, W)``."""
         x = self.preprocessor(images, image_sizes)
         feats = self.neck(self.backbone(x))
         return self.head(feats), [tuple(f.shape[-2:]) for f in feats]
 
     def anchors(self, feature_sizes: list, like: torch.Tensor) -> torch.Tensor:
         """All anchors, levels concatenated: ``Tensor[sum(H*W*A), 4]``."""
-        per_level = self.anchor_generator(feature_sizes, self.strides, like.device, like.dtype)
-        return torch.cat(per_level)
+        return torch.cat(self._level_anchors(feature_sizes, like))
+
+    def _level_anchors(self, feature_sizes: list, like: torch.Tensor) -> list[torch.Tensor]:
+        """Per level ``Tensor[H_l*W_l*A, 4]``, on ``like``'s device and in its dtype."""
+        return self.anchor_generator(feature_sizes, self.strides, like.device, like.dtype)
+
+    def match(self, target: DetTarget, anchors: torch.Tensor) -> torch.Tensor:
+        """Anchor -> matched gt index, ``-1`` background, ``-2`` ignore: ``Tensor[A]``."""
+        return match_boxes(self.matcher, target, anchors)
 
     def loss(self, batch: DetBatch) -> dict[str, torch.Tensor]:
-        """``{"loss_cls", "loss_box"}``; needs ``batch.targets``.
+        """``{"loss_cls", "loss_box"}``; needs ``batch.targets``."""
+        targets = _targets_of(batch)
+        outputs, sizes = self(batch.images, batch.image_sizes)
+        return self._losses(outputs, self._level_anchors(sizes, outputs[1][0]), targets)
+
+    @torch.no_grad()
+    def predict(self, batch: DetBatch) -> list[DetPrediction]:
+        """Detections per image, in the pixels of the original image files."""
+        outputs, sizes = self(batch.images, batch.image_sizes)
+        return self._predictions(outputs, self._level_anchors(sizes, outputs[1][0]), batch)
+
+    def loss_and_predict(
+        self, batch: DetBatch
+    ) -> tuple[dict[str, torch.Tensor], list[DetPrediction]]:
+        """``loss(batch)`` and ``predict(batch)`` from one forward pass (evaluation).
+
+        The predictions carry no gradient. In eval mode both parts equal what ``loss`` and
+        ``predict`` give; in train mode the predictions come from train-mode features.
+        """
+        targets = _targets_of(batch)
+        outputs, sizes = self(batch.images, batch.image_sizes)
+        anchors = self._level_anchors(sizes, outputs[1][0])
+        losses = self._losses(outputs, anchors, targets)
+        with torch.no_grad():
+            return losses, self._predictions(outputs, anchors, batch)
+
+    def _losses(
+        self, outputs: HeadOutputs, level_anchors: list[torch.Tensor], targets: list[DetTarget]
+    ) -> dict[str, torch.Tensor]:
+        """The loss terms of one forward pass.
 
         Every image is matched first; then each loss is computed once over the whole batch,
         not image by image: the classification logits ``[B, A, K]`` are the largest tensor
         of the step, and per-image one-hot targets and boolean-mask copies of them cost
         more than the loss itself.
         """
-        if batch.targets is None:
-            raise ValueError("OneStageDetector.loss needs targets; this batch has none")
-        (logits, deltas), sizes = self(batch.images, batch.image_sizes)
-        anchors = self.anchors(sizes, deltas[0])
-        matched = torch.stack([self.match(t, anchors) for t in batch.targets])  # [B, A]
-        norm = max(1.0, float((matched >= 0).sum()))
-        labels = _matched_labels(matched, batch.targets).flatten()
-        keep = (matched != IGNORE).flatten()
-        loss_cls = self._cls_loss(torch.cat(logits, 1).flatten(0, 1), labels, keep)
-        loss_box = self._positive_box_loss(deltas, anchors, matched, batch.targets)
+        logits, deltas = outputs
+        anchors = torch.cat(level_anchors)
+        labels = label_anchors(self.matcher, targets, anchors)
+        norm = max(1.0, float(labels.num_positives))
+        keep = (labels.matched != IGNORE).flatten()
+        all_logits = torch.cat(logits, 1).flatten(0, 1)  # [B * A, K]
+        loss_cls = classification_loss(self.cls_loss, all_logits, labels.classes.flatten(), keep)
+        loss_box = dense_box_loss(
+            self.box_loss, self.box_coder, deltas, anchors, labels.matched, targets
+        )
         return {"loss_cls": loss_cls / norm, "loss_box": loss_box / norm}
 
-    def _cls_loss(
-        self, logits: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor
-    ) -> torch.Tensor:
-        """Summed classification loss of the kept rows.
-
-        Args:
-            logits: ``Tensor[N, K]``.
-            labels: ``Tensor[N]`` int64, the matched gt's class or ``-1`` (background).
-            keep: ``Tensor[N]`` bool, False for ignored anchors.
-        """
-        if hasattr(self.cls_loss, "forward_labels"):  # FocalLoss: no one-hot, no row copies
-            return self.cls_loss.forward_labels(logits, labels, keep.to(logits.dtype))
-        # any other loss takes one-hot targets; -1 -> the dropped column 0 -> all zeros
-        rows = torch.nonzero(keep).squeeze(1)
-        onehot = F.one_hot(labels.index_select(0, rows) + 1, logits.shape[1] + 1)[:, 1:]
-        return self.cls_loss(logits.index_select(0, rows), onehot.to(logits.dtype))
-
-    def _positive_box_loss(
-        self,
-        deltas: list[torch.Tensor],
-        anchors: torch.Tensor,
-        matched: torch.Tensor,
-        targets: list[DetTarget],
-    ) -> torch.Tensor:
-        """Summed box loss of the positive anchors of the whole batch.
-
-        Each level's positives are gathered from that level's deltas, never from all levels
-        concatenated: a level with no positives then stays out of the backward pass. Its
-        gradient is zero, but autograd would still run the box tower's backward on it (on
-        P3, the largest level, about a quarter of the head's backward).
-
-        Args:
-            deltas: per level ``Tensor[B, A_l, 4]``.
-            anchors: ``Tensor[A, 4]``, levels concatenated (``A = sum(A_l)``).
-            matched: ``Tensor[B, A]``, the matcher's output per image.
-            targets: the batch's targets.
-        """
-        num_anchors = anchors.shape[0]
-        # rows into the gts of all images stacked (image i's gt j: counts[:i].sum() + j)
-        counts = torch.tensor([len(t.boxes) for t in targets], device=matched.device)
-        gt_rows = (matched + (torch.cumsum(counts, 0) - counts)[:, None]).flatten()
-        pos_deltas, pos_rows = [], []  # rows into the B * A (image, anchor) pairs
-        start = 0
-        for level in deltas:
-            size = level.shape[1]
-            image, anchor = torch.nonzero(matched[:, start : start + size] >= 0, as_tuple=True)
-            if len(image):
-                # index_select, not tensor[idx]: on CPU it is much faster for [N, 4] rows
-                pos_deltas.append(level.reshape(-1, 4).index_select(0, image * size + anchor))
-                pos_rows.append(image * num_anchors + start + anchor)
-            start += size
-        if not pos_deltas:  # an empty slice of the smallest level keeps the loss in the graph
-            return self._box_loss(deltas[-1].reshape(-1, 4)[:0], anchors[:0], anchors[:0])
-        rows = torch.cat(pos_rows)
-        gt = torch.cat([t.boxes for t in targets]).index_select(0, gt_rows.index_select(0, rows))
-        pos_anchors = anchors.index_select(0, rows % num_anchors)
-        return self._box_loss(torch.cat(pos_deltas), gt, pos_anchors)
-
-    def match(self, target: DetTarget, anchors: torch.Tensor) -> torch.Tensor:
-        """Anchor -> matched gt index, ``-1`` background, ``-2`` ignore: ``Tensor[A]``."""
-        return match_target(self.matcher, target, anchors)
-
-    def _box_loss(self, deltas: torch.Tensor, gt: torch.Tensor, anchors: torch.Tensor):
-        return box_regression_loss(self.box_loss, self.box_coder, deltas, gt, anchors)
-
-    @torch.no_grad()
-    def predict(self, batch: DetBatch) -> list[DetPrediction]:
-        """Detections per image, in the pixels of the original image files."""
-        (logits, deltas), sizes = self(batch.images, batch.image_sizes)
-        per_level = self.anchor_generator(sizes, self.strides, deltas[0].device, deltas[0].dtype)
+    def _predictions(
+        self, outputs: HeadOutputs, level_anchors: list[torch.Tensor], batch: DetBatch
+    ) -> list[DetPrediction]:
+        """Per image: candidates, NMS, the best ``max_detections``, in the files' pixels."""
+        logits, deltas = outputs
         out = []
-        for i, (h, w) in enumerate(batch.image_sizes):
+        for i, size in enumerate(batch.image_sizes):
             boxes, scores, labels = self._candidates(
-                [lv[i] for lv in logits], [lv[i] for lv in deltas], per_level, (h, w)
+                [lv[i] for lv in logits], [lv[i] for lv in deltas], level_anchors, size
             )
             keep = batched_nms(boxes, scores, labels, self.nms_threshold)[: self.max_detections]
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             target = None if batch.targets is None else batch.targets[i]
-            out.append(to_original(boxes, scores, labels, (h, w), target))
+            out.append(DetPrediction.from_batch_pixels(boxes, scores, labels, size, target))
         return out
 
     def _candidates(self, logits, deltas, anchors, size):
@@ -203,16 +198,7 @@ class OneStageDetector(nn.Module):
         return torch.cat(boxes), torch.cat(scores), torch.cat(labels)
 
 
-def _matched_labels(matched: torch.Tensor, targets: list[DetTarget]) -> torch.Tensor:
-    """The class of each anchor's matched gt, ``-1`` where it has none: ``Tensor[B, A]``.
-
-    Args:
-        matched: ``Tensor[B, A]``, gt index per anchor or a negative matcher code.
-        targets: the batch's ``B`` targets.
-    """
-    labels = torch.full_like(matched, -1)
-    for i, target in enumerate(targets):
-        if len(target.labels):
-            gt_labels = target.labels.index_select(0, matched[i].clamp(min=0))
-            labels[i] = torch.where(matched[i] >= 0, gt_labels, -1)
-    return labels
+def _targets_of(batch: DetBatch) -> list[DetTarget]:
+    if batch.targets is None:
+        raise ValueError("OneStageDetector.loss needs targets; this batch has none")
+    return batch.targets

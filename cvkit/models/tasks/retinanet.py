@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from cvkit.models.preprocessor import Preprocessor
-from cvkit.models.task_utils.anchor_generator import AnchorGenerator
+from cvkit.models.task_utils.anchor_generator import AnchorGenerator, anchor_strides
 from cvkit.models.task_utils.box_coder import DeltaBoxCoder
 from cvkit.models.task_utils.matcher import MaxIoUMatcher
 from cvkit.models.tasks.one_stage_detector import OneStageDetector
@@ -22,7 +22,8 @@ class RetinaNet(OneStageDetector):
     and aspect ratios 0.5, 1, 2 (9 per location). Matching: IoU >= 0.5 foreground, < 0.4
     background, low-quality matches kept. Box coding: deltas with unit weights. Losses:
     focal (alpha 0.25, gamma 2) and L1 on deltas. All are arguments of
-    ``OneStageDetector``; see there.
+    ``OneStageDetector``; see there. The default anchors' sizes follow the head's strides
+    (its ``in_strides``, wired from the neck).
     """
 
     def __init__(
@@ -41,12 +42,12 @@ class RetinaNet(OneStageDetector):
         nms_threshold: float = 0.5,
         max_detections: int = 100,
     ) -> None:
-        strides = [f.stride for f in neck.feature_info]
-        anchor_generator = anchor_generator or AnchorGenerator(
-            sizes=[(4.0 * s,) for s in strides],
-            aspect_ratios=(0.5, 1.0, 2.0),
-            scales=OCTAVE_SCALES,
-        )
+        if anchor_generator is None:
+            anchor_generator = AnchorGenerator(
+                sizes=[(4.0 * s,) for s in anchor_strides(getattr(head, "strides", None))],
+                aspect_ratios=(0.5, 1.0, 2.0),
+                scales=OCTAVE_SCALES,
+            )
         super().__init__(
             backbone,
             neck,

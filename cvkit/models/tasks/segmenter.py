@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -38,6 +40,11 @@ class Segmenter(nn.Module):
     """
 
     task = "segmentation"
+    # components are duck-typed (any backbone with feature_info, any head with num_classes)
+    backbone: Any
+    head: Any
+    aux_head: Any
+    loss_fn: nn.Module
 
     def __init__(
         self,
@@ -50,9 +57,9 @@ class Segmenter(nn.Module):
         ignore_index: int = 255,
     ) -> None:
         super().__init__()
-        strides = [f.stride for f in backbone.feature_info]
-        self.preprocessor = preprocessor or Preprocessor(size_divisor=max(strides))
         self.backbone, self.head, self.aux_head = backbone, head, aux_head
+        strides = [f.stride for f in self.backbone.feature_info]
+        self.preprocessor = preprocessor or Preprocessor(size_divisor=max(strides))
         self.loss_fn = loss or SegCrossEntropyLoss(ignore_index=ignore_index)
         self.aux_weight, self.ignore_index = aux_weight, ignore_index
         if aux_head is not None and aux_head.num_classes != head.num_classes:
@@ -131,7 +138,20 @@ class Segmenter(nn.Module):
         ``orig_size`` (logits, not the argmax, so class borders stay smooth), then the argmax
         is taken. ``with_probs`` adds the softmax ``Tensor[K, h, w]``.
         """
-        logits = self(batch.images, batch.image_sizes)
+        return self._predictions(self(batch.images, batch.image_sizes), batch, with_probs)
+
+    def loss_and_predict(
+        self, batch: SegBatch
+    ) -> tuple[dict[str, torch.Tensor], list[SegPrediction]]:
+        """``loss(batch)`` and ``predict(batch)`` from one forward pass (evaluation)."""
+        losses, logits = self.loss_and_logits(batch)
+        with torch.no_grad():
+            return losses, self._predictions(logits.detach(), batch, with_probs=False)
+
+    def _predictions(
+        self, logits: torch.Tensor, batch: SegBatch, with_probs: bool
+    ) -> list[SegPrediction]:
+        """Batch logits ``Tensor[B, K, H, W]`` -> per image, at its ``orig_size``."""
         out = []
         for i, ((h, w), orig) in enumerate(zip(batch.image_sizes, batch.orig_sizes)):
             one = logits[i : i + 1, :, :h, :w].float()

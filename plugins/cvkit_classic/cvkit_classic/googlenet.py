@@ -10,6 +10,7 @@ aid, are not built.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -17,7 +18,7 @@ from torch import nn
 from cvkit.models.backbones.base import StagedBackbone
 from cvkit.registry import BACKBONES
 from cvkit.structures import FeatureSpec
-from cvkit_classic._init import he_init
+from cvkit_classic.weight_init import he_init
 
 # Table 1 of the paper, one row per Inception module:
 # #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj.
@@ -92,7 +93,7 @@ class Inception(nn.Module):
         return torch.cat([branch(x) for branch in branches], dim=1)
 
 
-def _inception_group(in_channels: int, rows: dict[str, tuple[int, ...]]) -> nn.Sequential:
+def _inception_group(in_channels: int, rows: Mapping[str, tuple[int, ...]]) -> nn.Sequential:
     """A 3x3/2 max pool, then one Inception module per row of Table 1."""
     layers: dict[str, nn.Module] = {"pool": _pool()}
     for name, row in rows.items():

@@ -16,7 +16,7 @@ from torch import nn
 from cvkit.models.backbones.base import StagedBackbone
 from cvkit.registry import BACKBONES
 from cvkit.structures import FeatureSpec
-from cvkit_classic._init import he_init
+from cvkit_classic.weight_init import he_init
 
 
 def mlpconv(

@@ -13,7 +13,7 @@ from torch import nn
 from cvkit.models.backbones.base import StagedBackbone
 from cvkit.registry import BACKBONES
 from cvkit.structures import FeatureSpec
-from cvkit_classic._init import he_init
+from cvkit_classic.weight_init import he_init
 
 # Configuration A: the conv widths of each block (each block ends with a max pool).
 VGG11_BLOCKS: tuple[tuple[int, ...], ...] = ((64,), (128,), (256, 256), (512, 512), (512, 512))

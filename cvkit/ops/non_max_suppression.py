@@ -14,11 +14,14 @@ import torch
 import torchvision.ops as tvops
 from torch import Tensor
 
-from cvkit.ops.box_iou import EPS, _check_boxes, _xiou
+from cvkit.ops.boxes import check_boxes
+from cvkit.ops.iou import box_iou_aligned, distance_box_iou_aligned
+
+__all__ = ["batched_nms", "diou_nms", "nms", "soft_nms"]
 
 
 def _check_nms_inputs(boxes: Tensor, scores: Tensor, labels: Tensor | None) -> None:
-    _check_boxes(boxes, "boxes", min_dim=2)
+    check_boxes(boxes, "boxes", min_dim=2)
     if boxes.ndim != 2:
         raise ValueError(f"boxes must have shape [N, 4], got {list(boxes.shape)}")
     n = boxes.shape[0]
@@ -148,7 +151,7 @@ def soft_nms(
         keep.append(best)
         kept_scores.append(best_score)
         alive[best] = False
-        iou = _xiou(work[best], work, "iou", EPS)
+        iou = box_iou_aligned(work[best], work)  # [N]: the best box against every box
         if labels is not None:
             iou = iou.masked_fill(labels != labels[best], 0.0)  # other classes: no decay
         if method == "linear":
@@ -197,7 +200,7 @@ def diou_nms(
         best, rest = int(remaining[0]), remaining[1:]
         keep.append(best)
         # index_select: plain indexing of an [N, 4] tensor is many times slower on CPU.
-        suppress = _xiou(work[best], work.index_select(0, rest), "diou", EPS) > iou_threshold
+        suppress = distance_box_iou_aligned(work[best], work.index_select(0, rest)) > iou_threshold
         if labels is not None:
             suppress &= labels.index_select(0, rest) == labels[best]
         remaining = rest[~suppress]

@@ -24,7 +24,9 @@ def coco_like(
 ) -> tuple[dict, list[dict]]:
     """``(ground_truth_dict, results_list)``; the last category never has ground truth."""
     rng = np.random.default_rng(seed)
-    images, annotations, results = [], [], []
+    images: list[dict] = []
+    annotations: list[dict] = []
+    results: list[dict] = []
     for i in range(num_images):
         image_id = 3 * i + 1  # ids with gaps, not 0..N-1
         images.append(

@@ -1,4 +1,4 @@
-"""IoU, GIoU, DIoU and CIoU of ``xyxy`` boxes: pairwise, aligned, and the losses built on them.
+"""IoU, GIoU, DIoU and CIoU of ``xyxy`` boxes: pairwise (every pair) and aligned (row by row).
 
 Boxes are ``Tensor[..., 4]`` as ``(x1, y1, x2, y2)`` with ``x1 <= x2`` and ``y1 <= y2``.
 Degenerate boxes (zero width or height) are valid and never give NaN: a union, enclosing area,
@@ -8,7 +8,8 @@ default float dtype); half-precision boxes are computed in float32, since an are
 float16 at 65504 (a 256 x 256 box).
 
 References: GIoU, Rezatofighi et al. 2019 (arXiv:1902.09630); DIoU and CIoU, Zheng et al. 2020
-(arXiv:1911.08287).
+(arXiv:1911.08287). The losses built on these (``giou_loss``...) are in
+:mod:`cvkit.models.losses.iou_losses`.
 """
 
 from __future__ import annotations
@@ -20,17 +21,22 @@ import torch
 import torchvision.ops as tvops
 from torch import Tensor
 
-Reduction = Literal["none", "mean", "sum"]
+from cvkit.ops.boxes import check_boxes
+
 _Kind = Literal["iou", "giou", "diou", "ciou"]
-EPS = 1e-7
+EPS = 1e-7  # the smallest divisor: a zero union or enclosing box counts as this
 
-
-def _check_boxes(boxes: Tensor, name: str, min_dim: int = 1) -> None:
-    if not isinstance(boxes, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(boxes).__name__}")
-    if boxes.ndim < min_dim or boxes.shape[-1] != 4:
-        shape = "[N, 4]" if min_dim == 2 else "[..., 4]"
-        raise ValueError(f"{name} must have shape {shape}, got {list(boxes.shape)}")
+__all__ = [
+    "EPS",
+    "box_iou",
+    "box_iou_aligned",
+    "complete_box_iou",
+    "complete_box_iou_aligned",
+    "distance_box_iou",
+    "distance_box_iou_aligned",
+    "generalized_box_iou",
+    "generalized_box_iou_aligned",
+]
 
 
 def _as_float(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor, torch.dtype]:
@@ -75,15 +81,15 @@ def _xiou(boxes1: Tensor, boxes2: Tensor, kind: _Kind, eps: float) -> Tensor:
 
 
 def _pairwise(boxes1: Tensor, boxes2: Tensor, kind: _Kind, eps: float) -> Tensor:
-    _check_boxes(boxes1, "boxes1", min_dim=2)
-    _check_boxes(boxes2, "boxes2", min_dim=2)
+    check_boxes(boxes1, "boxes1", min_dim=2)
+    check_boxes(boxes2, "boxes2", min_dim=2)
     a, b, out = _as_float(boxes1, boxes2)
     return _xiou(a[..., :, None, :], b[..., None, :, :], kind, eps).to(out)
 
 
 def _aligned(boxes1: Tensor, boxes2: Tensor, kind: _Kind, eps: float) -> Tensor:
-    _check_boxes(boxes1, "boxes1")
-    _check_boxes(boxes2, "boxes2")
+    check_boxes(boxes1, "boxes1")
+    check_boxes(boxes2, "boxes2")
     try:
         torch.broadcast_shapes(boxes1.shape, boxes2.shape)
     except RuntimeError:
@@ -111,8 +117,8 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
         >>> box_iou(a, b)
         tensor([[0.1429, 1.0000, 0.0000]])
     """
-    _check_boxes(boxes1, "boxes1", min_dim=2)
-    _check_boxes(boxes2, "boxes2", min_dim=2)
+    check_boxes(boxes1, "boxes1", min_dim=2)
+    check_boxes(boxes2, "boxes2", min_dim=2)
     a, b, out = _as_float(boxes1, boxes2)
     iou = tvops.box_iou(a, b)
     # torchvision divides by the bare union: two zero-area boxes give 0/0; their IoU is 0.
@@ -210,68 +216,3 @@ def distance_box_iou_aligned(boxes1: Tensor, boxes2: Tensor, eps: float = EPS) -
 def complete_box_iou_aligned(boxes1: Tensor, boxes2: Tensor, eps: float = EPS) -> Tensor:
     """Element-wise CIoU; shapes as :func:`box_iou_aligned`, values in ``[-1.5, 1]``."""
     return _aligned(boxes1, boxes2, "ciou", eps)
-
-
-def _loss(boxes1: Tensor, boxes2: Tensor, kind: _Kind, reduction: Reduction, eps: float) -> Tensor:
-    if reduction not in ("none", "mean", "sum"):
-        raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
-    loss = 1 - _aligned(boxes1, boxes2, kind, eps)
-    if reduction == "none":
-        return loss
-    # The mean of no boxes is 0 (not NaN), still attached to the graph.
-    if reduction == "mean" and loss.numel() > 0:
-        return loss.mean()
-    return loss.sum()
-
-
-def giou_loss(
-    pred: Tensor, target: Tensor, reduction: Reduction = "none", eps: float = EPS
-) -> Tensor:
-    """``1 - GIoU`` of aligned boxes (Rezatofighi et al. 2019).
-
-    Args:
-        pred: ``Tensor[N, 4]`` xyxy predicted boxes.
-        target: ``Tensor[N, 4]`` xyxy target boxes.
-        reduction: ``"none"`` (``Tensor[N]``), ``"mean"`` or ``"sum"`` (scalar; the mean of
-            zero boxes is 0).
-        eps: smallest union and enclosing area used as a divisor.
-
-    Returns:
-        The loss, in ``[0, 2]`` per box.
-
-    Example:
-        >>> pred = torch.tensor([[0.0, 0.0, 1.0, 1.0], [2.0, 0.0, 3.0, 1.0]])
-        >>> target = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]])
-        >>> giou_loss(pred, target)
-        tensor([0.0000, 1.3333])
-        >>> giou_loss(pred, target, reduction="mean")
-        tensor(0.6667)
-    """
-    return _loss(pred, target, "giou", reduction, eps)
-
-
-def diou_loss(
-    pred: Tensor, target: Tensor, reduction: Reduction = "none", eps: float = EPS
-) -> Tensor:
-    """``1 - DIoU`` of aligned boxes (Zheng et al. 2020); arguments as :func:`giou_loss`.
-
-    Example:
-        >>> diou_loss(torch.tensor([[2.0, 0.0, 3.0, 1.0]]), torch.tensor([[0.0, 0.0, 1.0, 1.0]]))
-        tensor([1.4000])
-    """
-    return _loss(pred, target, "diou", reduction, eps)
-
-
-def ciou_loss(
-    pred: Tensor, target: Tensor, reduction: Reduction = "none", eps: float = EPS
-) -> Tensor:
-    """``1 - CIoU`` of aligned boxes (Zheng et al. 2020); arguments as :func:`giou_loss`.
-
-    The trade-off weight ``alpha`` is held constant in the backward pass. The aspect term's
-    gradient grows as ``1 / eps`` for a box with zero width and height.
-
-    Example:
-        >>> ciou_loss(torch.tensor([[0.0, 0.0, 2.0, 1.0]]), torch.tensor([[0.0, 0.0, 2.0, 2.0]]))
-        tensor([0.5345])
-    """
-    return _loss(pred, target, "ciou", reduction, eps)

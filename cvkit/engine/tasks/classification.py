@@ -1,0 +1,55 @@
+"""The classification task: image + label batches, top-k accuracy, per-class tables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import nn
+
+from cvkit.data.collate import collate_classification
+from cvkit.data.image_io import read_image
+from cvkit.engine.evaluate import Evaluation
+from cvkit.engine.tasks.base import PredictRequest, Task
+from cvkit.evaluation.classification import ClassificationEvaluator
+from cvkit.evaluation.reports import classification_report
+from cvkit.models.tasks.protocol import TaskModel
+from cvkit.registry import TASKS
+from cvkit.structures import ClsBatch
+
+
+@TASKS.register("classification")
+class ClassificationTask(Task):
+    """Classifiers: ``ClsBatch``, ``ClassificationEvaluator``, top-k classes per image."""
+
+    default_metric = "top1"
+
+    def collate(self, model: nn.Module) -> Callable[[Sequence[Any]], Any]:
+        return collate_classification
+
+    def evaluator(self, model: nn.Module, dataset: Any) -> ClassificationEvaluator:
+        return ClassificationEvaluator(cast(TaskModel, model).num_classes)
+
+    def report(
+        self, evaluation: Evaluation, classes: Sequence[str], out_dir: Path
+    ) -> tuple[dict[str, Any], str]:
+        return classification_report(evaluation.metrics, evaluation.evaluator, classes, out_dir)
+
+    @torch.no_grad()
+    def predict_images(
+        self, model: nn.Module, images: Sequence[str], request: PredictRequest
+    ) -> list[dict[str, Any]]:
+        """The ``request.topk`` most probable classes of each image, with probabilities."""
+        classes, results = request.classes, []
+        for path in images:
+            image = torch.from_numpy(read_image(path)).permute(2, 0, 1)[None].contiguous()
+            pred = cast(TaskModel, model).predict(ClsBatch(image))[0]
+            probs, idx = pred.probs.topk(min(request.topk, len(pred.probs)))
+            top = [
+                {"class": classes[i], "index": i, "prob": float(p)}
+                for p, i in zip(probs.tolist(), idx.tolist())
+            ]
+            results.append({"image": str(path), "top": top})
+        return results

@@ -1,0 +1,110 @@
+"""The detection task: padded image batches with box targets, COCO mAP, drawn detections."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import cv2
+import torch
+from torch import nn
+
+from cvkit.data.collate import collate_detection
+from cvkit.data.image_io import read_image
+from cvkit.engine.evaluate import Evaluation
+from cvkit.engine.tasks.base import PredictRequest, Task
+from cvkit.evaluation.coco_evaluator import CocoEvaluator
+from cvkit.evaluation.coco_map import detections_to_coco
+from cvkit.evaluation.reports import detection_report
+from cvkit.models.tasks.protocol import TaskModel
+from cvkit.registry import TASKS
+from cvkit.structures import DetBatch, DetPrediction, DetTarget
+from cvkit.visualize.draw import draw_detections
+
+
+@TASKS.register("detection")
+class DetectionTask(Task):
+    """Detectors: ``DetBatch``, ``CocoEvaluator`` (bbox mAP), detections per image file."""
+
+    default_metric = "AP"
+
+    def collate(self, model: nn.Module) -> Callable[[Sequence[Any]], Any]:
+        return collate_detection
+
+    def evaluator(self, model: nn.Module, dataset: Any) -> CocoEvaluator:
+        coco, cat_ids = getattr(dataset, "coco", None), getattr(dataset, "cat_ids", None)
+        if coco is None or cat_ids is None:
+            raise ValueError(
+                f"{type(dataset).__name__} cannot be scored by COCO mAP: a detection "
+                "evaluation dataset needs `coco` (its annotations as pycocotools' COCO) and "
+                "`cat_ids` (the category id of each label), as CocoDetection has"
+            )
+        return CocoEvaluator(coco, cat_ids)
+
+    def report(
+        self, evaluation: Evaluation, classes: Sequence[str], out_dir: Path
+    ) -> tuple[dict[str, Any], str]:
+        return detection_report(
+            evaluation.metrics, evaluation.evaluator, classes, out_dir, evaluation.first
+        )
+
+    @torch.no_grad()
+    def predict_images(
+        self, model: nn.Module, images: Sequence[str], request: PredictRequest
+    ) -> list[dict[str, Any]]:
+        """Detections in each file's own pixels; the ``data.val`` transforms (resizing) are
+        applied first. With ``request.out_dir``: each image with its boxes drawn, a COCO
+        results file (``results.json``) and the image ids it uses (``images.json``)."""
+        pipeline = request.pipeline(())
+        records, predictions = [], []
+        for image_id, path in enumerate(images, 1):
+            image = read_image(path)
+            pred = cast(TaskModel, model).predict(_single_batch(image, pipeline, image_id))[0]
+            predictions.append(pred)
+            records.append(
+                {"image": str(path), "image_id": image_id, "detections": _rows(pred, request)}
+            )
+            if request.out_dir is not None:
+                _draw(image, pred, request.classes, request.out_dir / f"{Path(path).stem}.png")
+        if request.out_dir is not None:
+            out = request.out_dir
+            coco = detections_to_coco(predictions, request.cat_ids)
+            (out / "results.json").write_text(json.dumps(coco))
+            ids = [{"id": r["image_id"], "file_name": r["image"]} for r in records]
+            (out / "images.json").write_text(json.dumps(ids, indent=1))
+        return records
+
+
+def _single_batch(image: Any, pipeline: Any, image_id: int) -> DetBatch:
+    """One file as a batch; its empty target carries the id and the file's size."""
+    x = pipeline(image=image)["image"] if pipeline else image
+    empty = DetTarget(
+        torch.zeros(0, 4),
+        torch.zeros(0, dtype=torch.int64),
+        torch.zeros(0, dtype=torch.bool),
+        image_id,
+        image.shape[:2],
+    )
+    return DetBatch(torch.from_numpy(x).permute(2, 0, 1)[None].contiguous(), [x.shape[:2]], [empty])
+
+
+def _rows(pred: DetPrediction, request: PredictRequest) -> list[dict[str, Any]]:
+    return [
+        {
+            "class": request.classes[int(label)],
+            "category_id": int(request.cat_ids[int(label)]),
+            "bbox_xyxy": [round(v, 2) for v in box],
+            "score": round(float(score), 4),
+        }
+        for box, score, label in zip(pred.boxes.tolist(), pred.scores, pred.labels)
+    ]
+
+
+def _draw(image: Any, pred: DetPrediction, classes: Sequence[str], path: Path) -> None:
+    drawn = draw_detections(
+        image, pred.boxes.numpy(), pred.labels.tolist(), pred.scores.tolist(), classes
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))

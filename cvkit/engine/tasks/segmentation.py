@@ -1,0 +1,116 @@
+"""The segmentation task: image + mask batches, mIoU, index-mask PNGs and overlays."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from cvkit.data.collate import collate_segmentation
+from cvkit.data.image_io import read_image
+from cvkit.engine.evaluate import Evaluation
+from cvkit.engine.tasks.base import PredictRequest, Task
+from cvkit.evaluation.reports import segmentation_report
+from cvkit.evaluation.segmentation import SegmentationEvaluator
+from cvkit.models.tasks.protocol import TaskModel
+from cvkit.registry import TASKS
+from cvkit.visualize.draw import draw_segmentation, save_index_mask
+
+# Transforms that only pad: prediction leaves them out, since the model pads by itself and a
+# padded image would be resized back to the file's size padding and all.
+PADDING_TRANSFORMS = ("PadIfNeeded",)
+
+
+@TASKS.register("segmentation")
+class SegmentationTask(Task):
+    """Segmenters: ``SegBatch`` (masks padded with the model's ``ignore_index``),
+    ``SegmentationEvaluator``, a class per pixel of each image file."""
+
+    default_metric = "mIoU"
+
+    def collate(self, model: nn.Module) -> Callable[[Sequence[Any]], Any]:
+        ignore_index = getattr(model, "ignore_index", None)
+        if ignore_index is None:
+            return collate_segmentation
+        return functools.partial(collate_segmentation, ignore_index=ignore_index)
+
+    def evaluator(self, model: nn.Module, dataset: Any) -> SegmentationEvaluator:
+        ignore_index = int(getattr(model, "ignore_index", 255))
+        return SegmentationEvaluator(cast(TaskModel, model).num_classes, ignore_index=ignore_index)
+
+    def report(
+        self, evaluation: Evaluation, classes: Sequence[str], out_dir: Path
+    ) -> tuple[dict[str, Any], str]:
+        return segmentation_report(
+            evaluation.metrics, evaluation.evaluator, classes, out_dir, evaluation.first
+        )
+
+    @torch.no_grad()
+    def predict_images(
+        self, model: nn.Module, images: Sequence[str], request: PredictRequest
+    ) -> list[dict[str, Any]]:
+        """A class per pixel of each file, with each class's share of the pixels.
+
+        The ``data.val`` transforms are applied first, padding left out (use only resizing
+        there); the prediction comes back at the file's own size. With ``request.out_dir``,
+        per image ``<stem>.png``, the class indices as a palette PNG (it reads back as
+        indices, and a viewer shows colours), and ``<stem>_overlay.jpg``, the image blended
+        with the class colours (a class named ``background`` left transparent) and a legend.
+        Two images with one stem get ``<stem>_2``, ...
+        """
+        pipeline = request.pipeline(PADDING_TRANSFORMS)
+        classes, out = request.classes, request.out_dir
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+        records, used = [], set[str]()
+        for path in images:
+            image = read_image(path)
+            x = pipeline(image=image)["image"] if pipeline else image
+            item = {"image": x, "orig_size": image.shape[:2], "name": Path(path).stem}
+            predicted = cast(TaskModel, model).predict(collate_segmentation([item]))
+            mask = predicted[0].mask.numpy()
+            record = _shares(str(path), mask, classes)
+            if out is not None:
+                record |= _write(image, mask, classes, out, _unique_stem(Path(path).stem, used))
+            records.append(record)
+        return records
+
+
+def _shares(path: str, mask: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    counts = np.bincount(mask.ravel(), minlength=len(classes))
+    return {
+        "image": path,
+        "size": [int(mask.shape[0]), int(mask.shape[1])],
+        "class_shares": {
+            classes[k]: round(float(n) / mask.size, 4) for k, n in enumerate(counts) if n
+        },
+    }
+
+
+def _write(
+    image: np.ndarray, mask: np.ndarray, classes: Sequence[str], out: Path, stem: str
+) -> dict[str, str]:
+    """The index-mask PNG and the colour overlay of one image; returns their paths."""
+    lower = [str(c).lower() for c in classes]
+    background = lower.index("background") if "background" in lower else None
+    mask_path = save_index_mask(mask, out / f"{stem}.png")
+    overlay = draw_segmentation(image, mask, classes, background=background)
+    overlay_path = out / f"{stem}_overlay.jpg"
+    if not cv2.imwrite(str(overlay_path), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write '{overlay_path}'")
+    return {"mask": str(mask_path), "overlay": str(overlay_path)}
+
+
+def _unique_stem(stem: str, used: set[str]) -> str:
+    name, n = stem, 1
+    while name in used:
+        n += 1
+        name = f"{stem}_{n}"
+    used.add(name)
+    return name

@@ -1,0 +1,126 @@
+"""`cvkit train --resume` with a wrong file, the build order, and the log lines of a run whose
+output is not a terminal: each error is one message and an exit code, never a traceback."""
+
+import re
+
+import pytest
+
+from cvkit.engine.predict import export_weights
+from tests.conftest import ROOT, run_cli
+
+CONFIG = """
+model:
+  type: ImageClassifier
+  backbone: {type: TinyNet, width: 4}
+  neck: {type: GlobalPool}
+  head: {type: ClsHead, num_classes: 10}
+  preprocessor: {type: Preprocessor, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], input_size: 16}
+data:
+  train: {type: DigitsDataset, split: train, image_size: 16}
+  val: {type: DigitsDataset, split: val, image_size: 16}
+  batch_size: 128
+  num_workers: 0
+train:
+  epochs: 1
+  max_steps: 4
+  log_interval: 2
+  optimizer: {type: SGD, lr: 0.1, momentum: 0.9}
+  tensorboard: false
+eval: {plots: false}
+run_dir: runs
+name: cli
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run folder with last.pt, and the output of the run that wrote it (through pipes)."""
+    folder = tmp_path_factory.mktemp("resume")
+    (folder / "c.yaml").write_text(CONFIG)
+    out = run_cli("train", "c.yaml", cwd=folder)
+    assert out.returncode == 0, out.stderr
+    return folder, out
+
+
+def _fails(out, code: int = 1) -> str:
+    """The one error message of a failed command: its exit code, no traceback."""
+    assert out.returncode == code, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    assert out.stderr.startswith("error: ")
+    return out.stderr
+
+
+def test_log_file_gets_one_plain_line_per_interval(trained):
+    _, out = trained
+    assert "\r" not in out.stdout + out.stderr  # no progress bar redrawn in a log file
+    lines = [line for line in out.stdout.splitlines() if line.startswith("epoch 1/1 step ")]
+    pattern = r"epoch 1/1 step (\d+) batch \d+/12  loss \d+\.\d{4}  lr \d\.\d\de[-+]\d+  .* step/s"
+    steps = [int(m.group(1)) for line in lines if (m := re.match(pattern, line))]
+    assert steps == [2, 4], out.stdout  # log_interval 2, max_steps 4
+
+
+def test_resume_from_a_path_that_does_not_exist(trained):
+    folder, _ = trained
+    text = _fails(run_cli("train", "c.yaml", "--resume", "runs/cil", cwd=folder))
+    assert "cannot resume: 'runs/cil' does not exist" in text
+    assert "did you mean 'cli'?" in text
+    assert "pass a run folder that holds last.pt (--resume runs/NAME) or a checkpoint" in text
+    (folder / "runs" / "empty").mkdir()
+    text = _fails(run_cli("train", "c.yaml", "--resume", "runs/empty", cwd=folder))
+    assert "cannot resume: the folder 'runs/empty' holds no last.pt" in text
+
+
+def test_resume_from_a_truncated_checkpoint(trained):
+    folder, _ = trained
+    data = (folder / "runs" / "cli" / "last.pt").read_bytes()
+    (folder / "cut.pt").write_bytes(data[: len(data) // 2])
+    text = _fails(run_cli("train", "c.yaml", "--resume", "cut.pt", cwd=folder))
+    assert "checkpoint 'cut.pt' cannot be read: it is not a complete checkpoint" in text
+    assert "cut short" in text
+    assert "weights_only=False" not in text  # torch's advice would run the file's code
+
+
+def test_resume_from_an_exported_weights_file(trained):
+    folder, _ = trained
+    export_weights(folder / "runs" / "cli" / "last.pt", folder / "model.pt")
+    text = _fails(run_cli("train", "c.yaml", "--resume", "model.pt", cwd=folder))
+    assert (
+        "cannot resume from 'model.pt': it is a weights-only file written by `cvkit export`" in text
+    )
+    assert "--resume runs/NAME" in text
+    assert "model.backbone.pretrained" in text
+    assert "KeyError" not in text
+
+
+def test_resume_with_the_config_of_another_model(trained):
+    folder, _ = trained
+    config = (folder / "runs" / "cli" / "config.yaml").read_text()
+    out = run_cli("train", "c.yaml", "model.backbone.width=8", "--resume", "runs/cli", cwd=folder)
+    text = _fails(out)
+    assert "checkpoint 'runs/cli/last.pt' does not fit this model: " in text
+    shape = "backbone.stages.0.0.0.weight: checkpoint (4, 3, 3, 3) vs model (8, 3, 3, 3)"
+    assert f"shape: {shape}" in text
+    assert "pass the config it was trained with (runs/cli/config.yaml)" in text
+    assert "RuntimeError" not in text
+    # the failed resume left the run's config, the one the message points to, as it was
+    assert (folder / "runs" / "cli" / "config.yaml").read_text() == config
+
+
+def test_broken_annotation_file_is_reported_before_the_model_is_built(tmp_path):
+    (tmp_path / "broken.json").write_text('{"images": [')
+    config = ROOT / "configs" / "detection" / "retinanet_r50_fpn_1x_my_dataset.yaml"
+    out = run_cli(
+        "train",
+        str(config),
+        "model.backbone.pretrained=missing_weights.pth",  # building the model would fail
+        "data.train.ann_file=broken.json",
+        "data.train.image_dir=.",
+        "data.val.ann_file=broken.json",
+        "data.val.image_dir=.",
+        cwd=tmp_path,
+    )
+    text = _fails(out, code=2)  # the builder reports a component that fails as a ConfigError
+    assert "data.train: CocoDetection could not be built" in text
+    assert "COCO file 'broken.json' is not valid JSON" in text
+    assert "missing_weights.pth" not in text
+    assert not (tmp_path / "runs").exists()
