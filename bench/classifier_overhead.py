@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 import cvkit
 from cvkit.config import from_dict
-from cvkit.data.builtin import DigitsDataset
+from cvkit.data.builtin import DigitsClassification
 from cvkit.engine import run
 
 
@@ -40,7 +40,7 @@ def config(backbone: str, batch: int, folder: str) -> dict:
             "head": {"type": "ClsHead", "num_classes": 10},
         },
         "data": {
-            "train": {"type": "DigitsDataset", "split": "train", "image_size": 32},
+            "train": {"type": "DigitsClassification", "split": "train", "image_size": 32},
             "batch_size": batch,
             "num_workers": 0,
         },
@@ -66,7 +66,7 @@ def time_plain(cfg: dict, folder: str) -> float:
     start = time.perf_counter()
     torch.manual_seed(0)
     model = cvkit.build(cfg["model"], cvkit.MODELS)
-    data = DigitsDataset(split="train", image_size=32)
+    data = DigitsClassification(split="train", image_size=32)
     loader = torch.utils.data.DataLoader(
         data,
         batch_size=cfg["data"]["batch_size"],

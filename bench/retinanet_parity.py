@@ -85,7 +85,7 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 import cvkit
 from cvkit.data.collate import collate_detection
 from cvkit.data.loader import build_loader
-from cvkit.data.shapes import ShapesDataset
+from cvkit.data.shapes import ShapesDetection
 from cvkit.engine.schedules import Cosine
 from cvkit.evaluation.coco_map import detections_to_coco, evaluate_coco
 from cvkit.models.tasks.retinanet import OCTAVE_SCALES
@@ -93,7 +93,7 @@ from cvkit.structures import DetBatch, DetPrediction
 
 NUM_CLASSES = 3
 INPUT_SIZE = 128  # every image is letterboxed to this square
-DATA_IMAGE_SIZE = 128  # ShapesDataset's typical side (102-160 px); objects ~8-53 px
+DATA_IMAGE_SIZE = 128  # ShapesDetection's typical side (102-160 px); objects ~8-53 px
 FPN_CHANNELS = 64
 ANCHOR_SIZES = (12.0, 24.0, 48.0)  # P3, P4, P5
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
@@ -135,12 +135,12 @@ def letterbox() -> list:
     ]
 
 
-def datasets(train_images: int, val_images: int) -> tuple[ShapesDataset, ShapesDataset]:
+def datasets(train_images: int, val_images: int) -> tuple[ShapesDetection, ShapesDetection]:
     # flip before the letterbox, so the padding stays at the bottom/right
-    train = ShapesDataset(
+    train = ShapesDetection(
         "train", train_images, DATA_IMAGE_SIZE, transforms=[A.HorizontalFlip(p=0.5), *letterbox()]
     )
-    val = ShapesDataset("val", val_images, DATA_IMAGE_SIZE, transforms=letterbox())
+    val = ShapesDetection("val", val_images, DATA_IMAGE_SIZE, transforms=letterbox())
     return train, val
 
 

@@ -31,7 +31,10 @@ CONFIG = (
 
 
 def few_shot(pretrained: bool, epochs: int) -> list[str]:
-    rest = "{type: DigitsDataset, split: all, per_class: 10, per_class_rest: true, image_size: 64}"
+    rest = (
+        "{type: DigitsClassification, split: all, per_class: 10, per_class_rest: true, "
+        "image_size: 64}"
+    )
     overrides = [
         "data.train.split=all",
         "+data.train.per_class=10",

@@ -20,8 +20,8 @@ def _tiny_cfg(tmp_path, **train_overrides):
             "head": {"type": "ClsHead", "num_classes": 10},
         },
         "data": {
-            "train": {"type": "DigitsDataset", "split": "train", "image_size": 16},
-            "val": {"type": "DigitsDataset", "split": "val", "image_size": 16},
+            "train": {"type": "DigitsClassification", "split": "train", "image_size": 16},
+            "val": {"type": "DigitsClassification", "split": "val", "image_size": 16},
             "batch_size": 32,
         },
         "train": {

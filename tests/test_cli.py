@@ -54,7 +54,7 @@ def test_widht_typo_fails_before_anything_is_built(tmp_path):
     (tmp_path / "c.yaml").write_text(
         "model: {type: ImageClassifier, backbone: {type: TinyNet, widht: 64},"
         " neck: {type: GlobalPool}, head: {type: ClsHead, num_classes: 10}}\n"
-        "data: {train: {type: DigitsDataset}}\n"
+        "data: {train: {type: DigitsClassification}}\n"
     )
     out = run_cli("train", str(tmp_path / "c.yaml"), cwd=tmp_path)
     assert out.returncode == 2

@@ -15,8 +15,8 @@ model:
   anchor_generator: {type: AnchorGenerator, sizes: [[12], [24], [48]], scales: [1.0, 1.26, 1.587]}
   preprocessor: {type: Preprocessor, size_divisor: 16, pad_to: 160}
 data:
-  train: {type: ShapesDataset, split: train, num_images: 16, image_size: 128}
-  val: {type: ShapesDataset, split: val, num_images: 8, image_size: 128}
+  train: {type: ShapesDetection, split: train, num_images: 16, image_size: 128}
+  val: {type: ShapesDetection, split: val, num_images: 8, image_size: 128}
   batch_size: 4
   num_workers: 0
 train: {epochs: 1, max_steps: 3, optimizer: {type: AdamW, lr: 1.0e-3}, tensorboard: false}
@@ -94,8 +94,8 @@ model:
   roi_head: {type: RoIHead, num_classes: 3, roi_strides: [2, 4, 8, 16], fc_channels: 32}
   preprocessor: {type: Preprocessor, size_divisor: 32, pad_to: 160}
 data:
-  train: {type: ShapesDataset, split: train, num_images: 8, image_size: 128}
-  val: {type: ShapesDataset, split: val, num_images: 4, image_size: 128}
+  train: {type: ShapesDetection, split: train, num_images: 8, image_size: 128}
+  val: {type: ShapesDetection, split: val, num_images: 4, image_size: 128}
   batch_size: 4
   num_workers: 0
 train: {epochs: 1, max_steps: 2, optimizer: {type: AdamW, lr: 1.0e-3}, tensorboard: false}

@@ -17,8 +17,8 @@ model:
   head: {type: ClsHead, num_classes: 10}
   preprocessor: {type: Preprocessor, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], input_size: 16}
 data:
-  train: {type: DigitsDataset, split: train, image_size: 16}
-  val: {type: DigitsDataset, split: val, image_size: 16}
+  train: {type: DigitsClassification, split: train, image_size: 16}
+  val: {type: DigitsClassification, split: val, image_size: 16}
   batch_size: 128
   num_workers: 0
 train: {epochs: 1, optimizer: {type: SGD, lr: 0.1, momentum: 0.9}, tensorboard: false}

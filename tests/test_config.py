@@ -42,7 +42,7 @@ def test_replace_and_type_change_replace_the_subtree(write):
         model:
           backbone: {type: TimmBackbone, name: resnet18, frozen_stages: 2}
           head: {type: ClsHead, num_classes: 10, dropout: 0.5}
-        data: {train: {type: DigitsDataset, split: train}}
+        data: {train: {type: DigitsClassification, split: train}}
     """,
     )
     child = write(

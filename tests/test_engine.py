@@ -27,7 +27,7 @@ def tiny(tmp_path, name="run", **train):
         },
         "data": {
             "train": {
-                "type": "DigitsDataset",
+                "type": "DigitsClassification",
                 "split": "train",
                 "image_size": 16,
                 "transforms": [
@@ -35,7 +35,7 @@ def tiny(tmp_path, name="run", **train):
                     {"type": "GaussNoise", "p": 0.5},
                 ],
             },
-            "val": {"type": "DigitsDataset", "split": "val", "image_size": 16},
+            "val": {"type": "DigitsClassification", "split": "val", "image_size": 16},
             "batch_size": 128,
             "num_workers": 0,
         },

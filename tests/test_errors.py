@@ -151,7 +151,7 @@ def test_plugin_that_fails_to_import_is_named_with_its_error(chain, write):
 def test_class_count_that_disagrees_with_the_data(write):
     from cvkit.engine.run import train
 
-    path = write("c.yaml", BASE + "data: {train: {type: DigitsDataset}}\n")
+    path = write("c.yaml", BASE + "data: {train: {type: DigitsClassification}}\n")
     with pytest.raises(ConfigError) as err:
         train(load_config(path, ["model.head.num_classes=3"]))
     assert "the model has num_classes=3 but data.train has 10 classes" in str(err.value)

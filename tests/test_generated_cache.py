@@ -40,8 +40,8 @@ def test_a_folder_without_the_marker_is_refused_by_name(tmp_path):
     folder.mkdir()
     (folder / "mine.txt").write_text("a user's file")
     with pytest.raises(ValueError) as err:
-        ensure_generated(folder, "done.txt", "ShapesDataset", _writer([]), "1 image")
+        ensure_generated(folder, "done.txt", "ShapesDetection", _writer([]), "1 image")
     message = str(err.value)
-    assert "ShapesDataset cache folder" in message and str(folder) in message
+    assert "ShapesDetection cache folder" in message and str(folder) in message
     assert "has no done.txt" in message and "delete it" in message
     assert (folder / "mine.txt").read_text() == "a user's file"  # nothing of theirs touched

@@ -1,4 +1,4 @@
-"""read_image and ImageFolderDataset on small images written to a temp folder."""
+"""read_image and ClassificationFolder on small images written to a temp folder."""
 
 import logging
 import struct
@@ -10,7 +10,7 @@ import torch
 
 import cvkit
 from cvkit.config import from_dict
-from cvkit.data.image_folder import ImageFolderDataset
+from cvkit.data.image_folder import ClassificationFolder
 from cvkit.data.image_io import read_image
 from cvkit.data.loader import build_loader
 from cvkit.engine.checkpoint import load_checkpoint
@@ -128,7 +128,7 @@ def test_float_pixels_are_refused_with_the_type(tmp_path):
         read_image(path)
 
 
-# -- ImageFolderDataset ---------------------------------------------------------------------
+# -- ClassificationFolder ---------------------------------------------------------------------
 
 CLASSES = ["ant", "bee", "cat"]
 
@@ -146,7 +146,7 @@ def tree(tmp_path):
 
 
 def _build(**kwargs):
-    return cvkit.build({"type": "ImageFolderDataset", **kwargs}, DATASETS)
+    return cvkit.build({"type": "ClassificationFolder", **kwargs}, DATASETS)
 
 
 def test_builds_from_a_config_with_sorted_classes_and_labels(tree):
@@ -207,36 +207,36 @@ def test_a_loader_batch_stacks(tree):
     assert batch.labels.dtype == torch.int64
 
 
-# -- ImageFolderDataset: bad input ----------------------------------------------------------
+# -- ClassificationFolder: bad input ----------------------------------------------------------
 
 
 def test_root_missing(tmp_path):
     with pytest.raises(ValueError, match=r"dataset root '.*nowhere' does not exist; set root"):
-        ImageFolderDataset(str(tmp_path / "nowhere"))
+        ClassificationFolder(str(tmp_path / "nowhere"))
 
 
 def test_root_without_class_folders(tmp_path):
     _write(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(ValueError, match=r"has no class folders; it holds 1 files directly"):
-        ImageFolderDataset(str(tmp_path))
+        ClassificationFolder(str(tmp_path))
 
 
 def test_empty_class_folder_is_an_error_that_names_it(tree):
     (tree / "bee_empty").mkdir()
     with pytest.raises(ValueError, match=r"'.*bee_empty' hold no image files .* shift the label"):
-        ImageFolderDataset(str(tree))
+        ClassificationFolder(str(tree))
 
 
 def test_unknown_class_names_the_folders_and_the_closest(tree):
     with pytest.raises(ValueError, match=r"classes names 'bea' but .* ant, bee, cat.*'bee'\?"):
-        ImageFolderDataset(str(tree), classes=["ant", "bea"])
+        ClassificationFolder(str(tree), classes=["ant", "bea"])
 
 
 def test_unknown_extensions_are_counted_in_one_warning(tree, caplog):
     (tree / "ant" / "notes.txt").write_text("x")
     (tree / "bee" / "clip.gif").write_bytes(b"GIF89a")
     with caplog.at_level(logging.WARNING, logger="cvkit.data"):
-        ds = ImageFolderDataset(str(tree))
+        ds = ClassificationFolder(str(tree))
     assert len(ds) == 15
     [record] = caplog.records
     assert record.name == "cvkit.data"
@@ -245,7 +245,7 @@ def test_unknown_extensions_are_counted_in_one_warning(tree, caplog):
 
 def test_unreadable_image_names_the_file_when_read(tree):
     (tree / "cat" / "broken.png").write_text("not a png")
-    ds = ImageFolderDataset(str(tree))  # indexing does not decode
+    ds = ClassificationFolder(str(tree))  # indexing does not decode
     with pytest.raises(ValueError, match=r"broken\.png' could not be decoded"):
         ds[ds.files.index(str(tree / "cat" / "broken.png"))]
 
@@ -254,7 +254,7 @@ def test_val_split_with_one_image_per_class_is_empty_and_says_why(tmp_path):
     for name in CLASSES:
         _write(tmp_path / name / "only.png", np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(ValueError, match=r"split 'val' of .* has no images: a class with a single"):
-        ImageFolderDataset(str(tmp_path), split="val")
+        ClassificationFolder(str(tmp_path), split="val")
 
 
 @pytest.mark.parametrize(
@@ -271,13 +271,13 @@ def test_val_split_with_one_image_per_class_is_empty_and_says_why(tmp_path):
 )
 def test_bad_arguments(tree, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        ImageFolderDataset(str(tree), **kwargs)
+        ClassificationFolder(str(tree), **kwargs)
 
 
 def test_config_errors_name_the_config_path(tree):
     with pytest.raises(cvkit.ConfigError, match=r"data\.train: .*'bea'"):
         cvkit.build(
-            {"type": "ImageFolderDataset", "root": str(tree), "classes": ["bea"]},
+            {"type": "ClassificationFolder", "root": str(tree), "classes": ["bea"]},
             DATASETS,
             path="data.train",
         )
@@ -288,7 +288,7 @@ def test_config_errors_name_the_config_path(tree):
 
 @pytest.mark.slow
 def test_classifier_trains_on_an_image_folder(tree, tmp_path):
-    folder = {"type": "ImageFolderDataset", "root": str(tree), "image_size": 16, "seed": 0}
+    folder = {"type": "ClassificationFolder", "root": str(tree), "image_size": 16, "seed": 0}
     cfg = from_dict(
         {
             "model": {

@@ -77,3 +77,16 @@ def test_every_registry_is_a_public_name():
     assert declared == {n for n in cvkit.__all__ if n.isupper()}
     for name in declared:
         assert getattr(cvkit, name) is getattr(registry_module, name)
+
+
+def test_datasets_follow_one_naming_rule_and_old_names_still_build():
+    names = set(cvkit.DATASETS.names())
+    assert {"DigitsClassification", "ClassificationFolder", "CocoDetection"} <= names
+    assert {"ShapesDetection", "SegmentationFolder", "ShapesSegmentation"} <= names
+    for old, new in [
+        ("DigitsDataset", "DigitsClassification"),
+        ("ShapesDataset", "ShapesDetection"),
+        ("ImageFolderDataset", "ClassificationFolder"),
+    ]:
+        entry = cvkit.DATASETS.entry(old)
+        assert entry.obj is cvkit.DATASETS.get(new) and f"old name of {new}" in entry.source

@@ -402,7 +402,7 @@ def test_shapes_segmentation_generates_once_and_matches_the_pictures(tmp_path):
     # The detection demo's annotations of the same pictures: every shape's visible pixels
     # (its colour inside its box) carry its class, and the class areas add up.
     det = cvkit.build(
-        {"type": "ShapesDataset", "root": str(tmp_path), "split": "val", "num_images": 10,
+        {"type": "ShapesDetection", "root": str(tmp_path), "split": "val", "num_images": 10,
          "image_size": 64},
         DATASETS,
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""ShapesDataset: generated once, deterministic, exact boxes, a real COCO file on disk."""
+"""ShapesDetection: generated once, deterministic, exact boxes, a real COCO file on disk."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ N_TRAIN, N_VAL = 24, 8
 
 
 def _build(root: Path, **kwargs):
-    return cvkit.build({"type": "ShapesDataset", "root": str(root), **kwargs}, DATASETS)
+    return cvkit.build({"type": "ShapesDetection", "root": str(root), **kwargs}, DATASETS)
 
 
 @pytest.fixture(scope="module")

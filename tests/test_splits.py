@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cvkit.data.builtin import DigitsDataset
+from cvkit.data.builtin import DigitsClassification
 from cvkit.data.splits import kfold_indices, select_split, stratified_split
 
 
@@ -118,30 +118,32 @@ def test_select_split_train_val_all():
 
 
 def test_digits_train_and_val_partition_the_digits():
-    train = DigitsDataset("train", image_size=8, seed=1)
-    val = DigitsDataset("val", image_size=8, seed=1)
+    train = DigitsClassification("train", image_size=8, seed=1)
+    val = DigitsClassification("val", image_size=8, seed=1)
     assert len(train) + len(val) == 1797
     assert abs(len(val) - 0.2 * 1797) <= 10  # within 1 per class
     assert set(np.unique(val.labels)) == set(range(10))
 
 
 def test_digits_kfold_val_folds_cover_every_image_once():
-    val_sizes = [len(DigitsDataset("val", image_size=8, folds=3, fold=f)) for f in range(3)]
-    train = DigitsDataset("train", image_size=8, folds=3, fold=0)
+    val_sizes = [len(DigitsClassification("val", image_size=8, folds=3, fold=f)) for f in range(3)]
+    train = DigitsClassification("train", image_size=8, folds=3, fold=0)
     assert sum(val_sizes) == 1797
     assert len(train) + val_sizes[0] == 1797
     with pytest.raises(ValueError, match="fold=3 is out of range for k=3"):
-        DigitsDataset("val", folds=3, fold=3)
+        DigitsClassification("val", folds=3, fold=3)
 
 
 def test_digits_per_class_and_its_rest_partition_the_split():
-    from cvkit.data.builtin import DigitsDataset
+    from cvkit.data.builtin import DigitsClassification
 
-    few = DigitsDataset(split="all", image_size=8, per_class=10, seed=3)
-    rest = DigitsDataset(split="all", image_size=8, per_class=10, per_class_rest=True, seed=3)
+    few = DigitsClassification(split="all", image_size=8, per_class=10, seed=3)
+    rest = DigitsClassification(
+        split="all", image_size=8, per_class=10, per_class_rest=True, seed=3
+    )
     assert np.bincount(few.labels).tolist() == [10] * 10
     assert len(few) + len(rest) == 1797
     pairs = {(img.tobytes(), lbl) for img, lbl in zip(few.images, few.labels)}
     assert not pairs & {(img.tobytes(), lbl) for img, lbl in zip(rest.images, rest.labels)}
     with pytest.raises(ValueError, match="per_class_rest needs per_class"):
-        DigitsDataset(per_class_rest=True)
+        DigitsClassification(per_class_rest=True)

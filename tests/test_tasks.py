@@ -146,7 +146,7 @@ CONFIG = """
 imports: [./pose_plugin.py]
 model: {type: PoseNet}
 data:
-  train: {type: DigitsDataset, split: train, image_size: 16}
+  train: {type: DigitsClassification, split: train, image_size: 16}
   num_workers: 0
 train: {epochs: 1, tensorboard: false}
 run_dir: runs

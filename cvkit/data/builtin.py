@@ -13,7 +13,7 @@ from cvkit.registry import DATASETS
 
 
 @DATASETS.register()
-class DigitsDataset:
+class DigitsClassification:
     """scikit-learn's 1,797 real 8x8 handwritten digits as RGB images, 10 classes.
 
     The split is stratified and seeded (``cvkit.data.splits``), so ``train`` and ``val`` with
@@ -49,7 +49,9 @@ class DigitsDataset:
         from sklearn.datasets import load_digits
 
         if image_size < 8:
-            raise ValueError(f"DigitsDataset: image_size must be at least 8, got {image_size}")
+            raise ValueError(
+                f"DigitsClassification: image_size must be at least 8, got {image_size}"
+            )
         digits = load_digits()
         images = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)  # 0..16 -> 0..255
         labels = digits.target.astype(np.int64)
@@ -59,7 +61,7 @@ class DigitsDataset:
         if per_class is not None:
             index = _per_class(index, labels, per_class, seed, per_class_rest)
         elif per_class_rest:
-            raise ValueError("DigitsDataset: per_class_rest needs per_class")
+            raise ValueError("DigitsClassification: per_class_rest needs per_class")
         self.images = np.stack([_to_rgb(images[i], image_size) for i in index])
         self.labels = labels[index]
         self.classes = [str(d) for d in range(10)]
@@ -78,14 +80,15 @@ class DigitsDataset:
 def _per_class(index: np.ndarray, labels: np.ndarray, n: int, seed: int, rest: bool) -> np.ndarray:
     """The first ``n`` of each class in a seeded order (or, with ``rest``, all the others)."""
     if n < 1:
-        raise ValueError(f"DigitsDataset: per_class must be at least 1, got {n}")
+        raise ValueError(f"DigitsClassification: per_class must be at least 1, got {n}")
     rng = np.random.default_rng(seed + 7919)  # its own stream: independent of the split
     keep = []
     for c in np.unique(labels[index]):
         members = rng.permutation(index[labels[index] == c])
         if len(members) < n:
             raise ValueError(
-                f"DigitsDataset: class {c} has {len(members)} images, fewer than per_class={n}"
+                f"DigitsClassification: class {c} has {len(members)} images, fewer than "
+                f"per_class={n}"
             )
         keep.append(members[n:] if rest else members[:n])
     return np.sort(np.concatenate(keep))
@@ -94,3 +97,11 @@ def _per_class(index: np.ndarray, labels: np.ndarray, n: int, seed: int, rest: b
 def _to_rgb(digit: np.ndarray, size: int) -> np.ndarray:
     big = cv2.resize(digit, (size, size), interpolation=cv2.INTER_LINEAR)
     return np.repeat(big[:, :, None], 3, axis=2)
+
+
+# The name before datasets were named <Source><Task> (or <Task>Folder): configs and code
+# written with it keep working.
+DigitsDataset = DigitsClassification
+DATASETS.add(
+    DigitsClassification, "DigitsDataset", source="cvkit (old name of DigitsClassification)"
+)

@@ -1,4 +1,4 @@
-"""ImageFolderDataset: your own images, one folder per class, for classification."""
+"""ClassificationFolder: your own images, one folder per class, for classification."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @DATASETS.register()
-class ImageFolderDataset:
+class ClassificationFolder:
     """Images laid out as ``root/<class_name>/<image files>``; the folder is the label.
 
     Classes are the sorted folder names (or ``classes``, in that order); label ``i`` is
@@ -105,7 +105,7 @@ class ImageFolderDataset:
 
     def __repr__(self) -> str:
         return (
-            f"ImageFolderDataset('{self.root}', split={self.split!r}: "
+            f"ClassificationFolder('{self.root}', split={self.split!r}: "
             f"{len(self)} images, {len(self.classes)} classes)"
         )
 
@@ -185,7 +185,7 @@ def _index_images(
             empty.append(name)
     if ignored:
         logger.warning(
-            "ImageFolderDataset: ignored %d file(s) under '%s' whose extension is not one of "
+            "ClassificationFolder: ignored %d file(s) under '%s' whose extension is not one of "
             "%s (e.g. '%s'); add the extension to `extensions` to use them",
             len(ignored),
             root,
@@ -219,3 +219,11 @@ def _resize_square(image: np.ndarray, size: int) -> np.ndarray:
     shrink = height > size and width > size
     interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
     return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+# The name before datasets were named <Source><Task> (or <Task>Folder): configs and code
+# written with it keep working.
+ImageFolderDataset = ClassificationFolder
+DATASETS.add(
+    ClassificationFolder, "ImageFolderDataset", source="cvkit (old name of ClassificationFolder)"
+)

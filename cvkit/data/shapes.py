@@ -1,4 +1,4 @@
-"""ShapesDataset: a generated COCO-format detection dataset that needs no download.
+"""ShapesDetection: a generated COCO-format detection dataset that needs no download.
 
 Coloured circles, squares and triangles are drawn with OpenCV on crops of the photographs that
 ship inside scikit-image, written once to a cache folder as a real COCO dataset (a ``.json``
@@ -46,7 +46,7 @@ _MIN_VISIBLE = 0.6  # an earlier shape keeps at least this share of its pixels w
 
 
 @DATASETS.register()
-class ShapesDataset(CocoDetection):
+class ShapesDetection(CocoDetection):
     """Generated shapes on real photographs, 3 classes: ``circle``, ``square``, ``triangle``.
 
     Each image is ``image_size`` pixels on a side give or take a quarter (sides drawn from
@@ -79,7 +79,7 @@ class ShapesDataset(CocoDetection):
         transforms: list | None = None,
     ) -> None:
         if split not in _STREAM:
-            raise ValueError(f"ShapesDataset: split must be 'train' or 'val', got {split!r}")
+            raise ValueError(f"ShapesDetection: split must be 'train' or 'val', got {split!r}")
         count = DEFAULT_NUM_IMAGES[split] if num_images is None else num_images
         _check_positive("num_images", count, 1)
         _check_positive("image_size", image_size, 64)
@@ -110,7 +110,7 @@ def ensure_shapes(
     return ensure_generated(
         shapes_folder(split, num_images, image_size, seed, root),
         f"{split}.json",
-        "ShapesDataset",
+        "ShapesDetection",
         lambda scratch: write_split(scratch, split, num_images, image_size, seed),
         f"{num_images} {split} images",
     )
@@ -133,7 +133,7 @@ def write_split(folder: Path, split: str, num_images: int, image_size: int, seed
         for obj in objects:
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, **obj})
     coco = {
-        "info": {"description": f"cvkit ShapesDataset {VERSION}", "split": split, "seed": seed},
+        "info": {"description": f"cvkit ShapesDetection {VERSION}", "split": split, "seed": seed},
         "images": images,
         "annotations": annotations,
         "categories": [
@@ -262,7 +262,7 @@ def _photos_cached() -> tuple[np.ndarray, ...]:
         from skimage import data
     except ImportError as err:
         raise ImportError(
-            "ShapesDataset draws on the photographs that ship with scikit-image, which is not "
+            "ShapesDetection draws on the photographs that ship with scikit-image, which is not "
             "installed: pip install scikit-image (or cvkit[dev]); a generated cache folder "
             "can be used without it"
         ) from err
@@ -294,4 +294,10 @@ def _write_png(path: Path, rgb: np.ndarray) -> None:
 
 def _check_positive(name: str, value: int, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"ShapesDataset: {name} must be an integer >= {minimum}, got {value!r}")
+        raise ValueError(f"ShapesDetection: {name} must be an integer >= {minimum}, got {value!r}")
+
+
+# The name before datasets were named <Source><Task> (or <Task>Folder): configs and code
+# written with it keep working.
+ShapesDataset = ShapesDetection
+DATASETS.add(ShapesDetection, "ShapesDataset", source="cvkit (old name of ShapesDetection)")

@@ -34,7 +34,7 @@ class ShapesSegmentation(SegmentationFolder):
     """Generated shapes on real photographs, 4 classes: ``background``, ``circle``, ``square``,
     ``triangle``; a mask per image with the class of every pixel.
 
-    The pictures are those of ``ShapesDataset`` for the same split, size and seed (sides of
+    The pictures are those of ``ShapesDetection`` for the same split, size and seed (sides of
     ``0.8..1.25 x image_size``, so a batch is padded, or cropped by the transforms). Shape
     edges are hard (no anti-aliasing): a pixel is a shape's colour exactly where its mask says.
 
@@ -104,7 +104,7 @@ def write_split(folder: Path, split: str, num_images: int, image_size: int, seed
     palette += list(_IGNORE_COLOUR)
     names = []
     for index in range(num_images):
-        # The detection demo's stream for this image: the same picture as ShapesDataset.
+        # The detection demo's stream for this image: the same picture as ShapesDetection.
         rng = np.random.default_rng([seed, shapes._STREAM[split], index])
         picture, _, classes = shapes.draw_scene(rng, image_size, photos)
         name = f"{index:06d}"
