@@ -6,6 +6,7 @@ import argparse
 import inspect
 import sys
 from importlib import resources
+from typing import Any
 
 # the same file as configs/detection/retinanet_effl0_fpn_8e_shapes.yaml (a test checks it)
 DEMO_CONFIG = "demo_shapes.yaml"
@@ -40,7 +41,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     from cvkit import __version__
-    from cvkit.evaluation.coco_map import BACKENDS
 
     p = argparse.ArgumentParser(
         prog="cvkit",
@@ -57,7 +57,22 @@ def _parser() -> argparse.ArgumentParser:
         help="import a module or .py file that registers components (repeatable)",
     )
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
+    for add in (
+        _add_list,
+        _add_config,
+        _add_train,
+        _add_eval,
+        _add_coco_eval,
+        _add_predict,
+        _add_export,
+        _add_demo,
+    ):
+        add(sub)
+    return p
 
+
+def _add_list(sub: Any) -> None:
+    """`cvkit list`."""
     s = sub.add_parser(
         "list",
         help="list registered components",
@@ -71,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--full", action="store_true", help="do not shorten long parameter lists")
     s.set_defaults(func=_cmd_list)
 
+
+def _add_config(sub: Any) -> None:
+    """`cvkit config`."""
     s = sub.add_parser(
         "config",
         help="inspect configs",
@@ -89,6 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--origins", action="store_true", help="show which file set each key")
     cp.set_defaults(func=_cmd_config_print)
 
+
+def _add_train(sub: Any) -> None:
+    """`cvkit train`."""
     s = sub.add_parser(
         "train",
         help="train a model from a config",
@@ -105,6 +126,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=_cmd_train)
 
+
+def _add_eval(sub: Any) -> None:
+    """`cvkit eval`."""
     s = sub.add_parser(
         "eval",
         help="evaluate a checkpoint",
@@ -118,6 +142,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="val", choices=["val", "test", "train"])
     s.add_argument("--out", help="folder for the report (default: beside the checkpoint)")
     s.set_defaults(func=_cmd_eval)
+
+
+def _add_coco_eval(sub: Any) -> None:
+    """`cvkit coco-eval`."""
+    from cvkit.evaluation.coco_map import BACKENDS
 
     s = sub.add_parser(
         "coco-eval",
@@ -143,6 +172,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=_cmd_coco_eval)
 
+
+def _add_predict(sub: Any) -> None:
+    """`cvkit predict`."""
     s = sub.add_parser(
         "predict",
         help="classify, detect or segment images with a checkpoint",
@@ -162,6 +194,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=_cmd_predict)
 
+
+def _add_export(sub: Any) -> None:
+    """`cvkit export`."""
     s = sub.add_parser(
         "export",
         help="write a checkpoint for prediction only",
@@ -172,6 +207,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="where to write the slim checkpoint")
     s.set_defaults(func=_cmd_export)
 
+
+def _add_demo(sub: Any) -> None:
+    """`cvkit demo`."""
     s = sub.add_parser(
         "demo",
         help="train the embedded detection demo (no download)",
@@ -181,7 +219,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=1")
     s.set_defaults(func=_cmd_demo)
-    return p
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
