@@ -133,8 +133,10 @@ def _add_eval(sub: Any) -> None:
         "eval",
         help="evaluate a checkpoint",
         description="Evaluate CHECKPOINT on the config's data.val (or --split): "
-        "prints the metrics and a per-class table, writes eval.json and "
-        "confusion_matrix.png.",
+        "prints the metrics and a per-class table, and writes, by task: "
+        "classification: eval.json, confusion_matrix.png; "
+        "detection: eval.json, results.json, pr_curve.png, predictions.png; "
+        "segmentation: eval.json, predictions.png.",
     )
     s.add_argument("config", help="the config the checkpoint was trained with")
     s.add_argument("overrides", nargs="*", help="dotted overrides")
@@ -173,6 +175,14 @@ def _add_coco_eval(sub: Any) -> None:
     s.set_defaults(func=_cmd_coco_eval)
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_predict(sub: Any) -> None:
     """`cvkit predict`."""
     s = sub.add_parser(
@@ -185,7 +195,22 @@ def _add_predict(sub: Any) -> None:
     s.add_argument("config", help="the config the checkpoint was trained with")
     s.add_argument("images", nargs="+", help="image files, or folders of images")
     s.add_argument("--checkpoint", required=True, help="a .pt file from a run")
-    s.add_argument("--topk", type=int, default=5)
+    s.add_argument(
+        "--topk",
+        type=_positive_int,
+        metavar="K",
+        help="classifiers: list the K most probable classes (default 5); detectors: keep only "
+        "the K highest-scoring detections of each image, in the table, the JSON, results.json "
+        "and the drawn images (default: all); segmenters: not used",
+    )
+    s.add_argument(
+        "--score-threshold",
+        type=float,
+        metavar="S",
+        help="detectors: keep only detections scoring at least S, in the table, the JSON, "
+        "results.json and the drawn images (default: all the model gives, above its "
+        "model.score_threshold; the drawn images show those scoring at least 0.3)",
+    )
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.add_argument(
         "--out",
@@ -344,14 +369,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from cvkit.config import load_config
     from cvkit.engine.predict import predict
 
-    results = predict(load_config(args.config), args.checkpoint, args.images, args.topk, args.out)
+    results = predict(
+        load_config(args.config),
+        args.checkpoint,
+        args.images,
+        args.topk,
+        args.out,
+        args.score_threshold,
+    )
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     for r in results:
         if "detections" in r:
             print(f"{r['image']}: {len(r['detections'])} detections")
-            for d in r["detections"][: args.topk]:
+            for d in r["detections"]:  # already limited by --topk and --score-threshold
                 print(f"  {d['score']:.2f}  {d['class']:<16} {d['bbox_xyxy']}")
             continue
         if "class_shares" in r:

@@ -117,3 +117,85 @@ def test_faster_rcnn_trains_evaluates_and_names_its_class_count_key(tmp_path):
     assert out.returncode == 2
     assert "model.roi_head.num_classes: the model has num_classes=5 but data.train" in out.stderr
     assert "set model.roi_head.num_classes=3" in out.stderr
+
+
+def _predict(folder, env, image, out, *options):
+    """`cvkit predict` with the trained checkpoint and a model score threshold of 0.001: three
+    steps of training leave every score near the 0.01 prior, below the default 0.05."""
+    low = folder / "low.yaml"
+    if not low.is_file():
+        low.write_text(CONFIG.replace("model:\n", "model:\n  score_threshold: 0.001\n", 1))
+    return run_cli(
+        "predict",
+        "low.yaml",
+        str(image),
+        "--checkpoint",
+        "runs/det/last.pt",
+        "--out",
+        out,
+        *options,
+        cwd=folder,
+        env=env,
+    )
+
+
+def _table_scores(stdout: str) -> list[float]:
+    """The score column of the detections table (rows are indented under the image line)."""
+    return [float(line.split()[0]) for line in stdout.splitlines() if line.startswith("  ")]
+
+
+@pytest.mark.parametrize("option", ["--score-threshold", "--topk"])
+def test_predict_filters_agree_in_table_json_and_results_file(trained, option):
+    folder, env = trained
+    image = next((folder / "cache").rglob("*.png"))
+    everything = json.loads(_predict(folder, env, image, "all", "--json").stdout)[0]["detections"]
+    assert len(everything) > 3
+    if option == "--score-threshold":
+        # results.json has 5 decimals, the JSON 4 (all 0.0101 here): a threshold halfway
+        # between two of the former cuts the raw scores as it cuts those printed there
+        printed = [c["score"] for c in json.loads((folder / "all" / "results.json").read_text())]
+        distinct = sorted(set(printed))
+        assert len(distinct) > 1
+        k = len(distinct) // 2
+        threshold = (distinct[k - 1] + distinct[k]) / 2
+        options = [option, str(threshold)]
+        want = everything[: sum(score >= threshold for score in printed)]
+    else:
+        options, want = [option, "3"], everything[:3]
+    assert 0 < len(want) < len(everything)
+    out = _predict(folder, env, image, "json", "--json", *options)
+    assert out.returncode == 0, out.stderr
+    detections = json.loads(out.stdout)[0]["detections"]
+    scores = [d["score"] for d in detections]
+    assert detections == want and scores == sorted(scores, reverse=True)
+    coco = json.loads((folder / "json" / "results.json").read_text())
+    assert len(coco) == len(detections)
+    assert sorted(round(c["score"], 4) for c in coco) == sorted(scores)
+    if option == "--score-threshold":
+        assert all(c["score"] >= threshold for c in coco)
+        assert all(s >= round(threshold, 4) - 1e-4 for s in scores)  # 4 decimals
+    table = _predict(folder, env, image, "table", *options)
+    assert table.returncode == 0, table.stderr
+    assert f": {len(detections)} detections" in table.stdout
+    assert _table_scores(table.stdout) == [round(s, 2) for s in scores]
+
+
+def test_predict_without_filters_keeps_every_detection_in_table_and_results(trained):
+    folder, env = trained
+    image = next((folder / "cache").rglob("*.png"))
+    detections = json.loads(_predict(folder, env, image, "plain", "--json").stdout)[0]
+    coco = json.loads((folder / "plain" / "results.json").read_text())
+    assert len(coco) == len(detections["detections"])
+    table = _predict(folder, env, image, "plain_table")
+    assert len(_table_scores(table.stdout)) == len(detections["detections"])
+
+
+def test_predict_help_says_what_the_filters_do():
+    out = run_cli("predict", "--help")
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())
+    assert "keep only detections scoring at least S, in the table, the JSON, results.json" in text
+    assert "keep only the K highest-scoring detections of each image" in text
+    assert (
+        run_cli("predict", "c.yaml", "x.png", "--checkpoint", "a.pt", "--topk", "0").returncode == 2
+    )

@@ -72,7 +72,7 @@ def test_preprocessor_pads_to_stride_or_fixed_size():
         Preprocessor(pad_to=32)(images)
 
 
-def tiny_retinanet(num_anchor_sizes=1):
+def tiny_retinanet(num_anchor_sizes=1, **options):
     return cvkit.build(
         {
             "type": "RetinaNet",
@@ -91,6 +91,7 @@ def tiny_retinanet(num_anchor_sizes=1):
                 "aspect_ratios": [1.0],
                 "scales": [1.0, 1.26, 1.587],
             },
+            **options,
         },
         MODELS,
     )
@@ -340,3 +341,22 @@ def test_strides_without_wiring_come_from_the_anchor_generator_or_fail_clearly()
     assert model.strides == [4, 8] and model.head.strides is None
     (logits, _), _ = model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
     assert [lv.shape[1] for lv in logits] == [8 * 8 * 9, 4 * 4 * 9]
+
+
+@pytest.mark.parametrize("agnostic, expected", [(False, [(0, 0.4), (1, 0.9)]), (True, [(1, 0.9)])])
+def test_class_agnostic_nms_keeps_one_label_per_object(agnostic, expected):
+    model = tiny_retinanet(class_agnostic_nms=agnostic)  # as a config sets it
+    assert model.class_agnostic_nms is agnostic
+    # two nearly equal boxes of different classes, as if both classes fired on one object
+    boxes = torch.tensor([[10.0, 10.0, 40.0, 40.0], [11.0, 10.0, 40.0, 41.0]])
+    scores, labels = torch.tensor([0.4, 0.9]), torch.tensor([0, 1])
+    model._candidates = lambda *args: (boxes, scores, labels)
+    outputs = ([torch.zeros(1, 1, 2)], [torch.zeros(1, 1, 4)])
+    batch = DetBatch(torch.zeros(1, 3, 64, 64, dtype=torch.uint8), [(64, 64)])
+    (pred,) = model._predictions(outputs, [torch.zeros(1, 4)], batch)
+    got = sorted((int(lab), round(float(s), 4)) for lab, s in zip(pred.labels, pred.scores))
+    assert got == sorted(expected)
+
+
+def test_class_agnostic_nms_is_off_by_default():
+    assert tiny_retinanet().class_agnostic_nms is False

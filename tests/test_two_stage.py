@@ -195,7 +195,7 @@ def test_roi_loss_equals_torchvision_fastrcnn_loss():
     torch.testing.assert_close(losses["loss_roi_box"], box)
 
 
-def tiny_faster_rcnn():
+def tiny_faster_rcnn(**roi_options):
     return cvkit.build(
         {
             "type": "FasterRCNN",
@@ -210,6 +210,7 @@ def tiny_faster_rcnn():
                 "num_classes": 2,
                 "roi_strides": [2, 4, 8],
                 "fc_channels": 64,
+                **roi_options,
             },
         },
         MODELS,
@@ -305,3 +306,24 @@ def test_rpn_strides_come_from_its_own_in_strides():
     assert rpn.strides == [2, 4]  # the detector reads them, never writes them
     with pytest.raises(ValueError, match="RPNHead: no strides for the anchors"):
         RPNHead(in_channels=4, anchor_generator=AnchorGenerator(sizes=[[16]]))
+
+
+@pytest.mark.parametrize("agnostic, expected", [(False, [(0, 0.6), (1, 0.35)]), (True, [(0, 0.6)])])
+def test_roi_class_agnostic_nms_keeps_one_label_per_object(agnostic, expected):
+    head = RoIHead(
+        in_channels=4,
+        num_classes=2,
+        in_strides=[4, 8],
+        roi_strides=[4, 8],
+        class_agnostic_nms=agnostic,
+    )
+    # one proposal, the same box for both classes: both classes fire on one object
+    boxes = torch.tensor([[10.0, 10.0, 40.0, 40.0] * 2])
+    probs = torch.tensor([[0.6, 0.35]])
+    _, scores, labels = head._detections(boxes, probs, (64, 64))
+    assert sorted((int(lab), round(float(s), 4)) for lab, s in zip(labels, scores)) == expected
+
+
+def test_faster_rcnn_config_sets_class_agnostic_nms_on_the_roi_head():
+    assert tiny_faster_rcnn(class_agnostic_nms=True).roi_head.class_agnostic_nms is True
+    assert RoIHead(4, 2, roi_strides=[4]).class_agnostic_nms is False

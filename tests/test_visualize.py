@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from cvkit.visualize.draw import class_color, draw_detections
 from cvkit.visualize.plots import plot_confusion_matrix, plot_curves
 
 
@@ -92,3 +93,28 @@ def test_plotting_leaves_matplotlib_global_state_alone(tmp_path, monkeypatch):
     plot_confusion_matrix([[3, 1], [0, 4]], ["a", "b"], tmp_path / "cm.png")
     plot_curves([{"phase": "train", "step": 1, "loss": 1.0}], ["loss"], tmp_path / "c.png")
     assert _read_png(tmp_path / "cm.png").std() > 0
+
+
+@pytest.mark.parametrize("order", [[0, 1], [1, 0]])
+def test_the_best_detection_is_drawn_on_top(order):
+    # both classes fire on one object: digit_5 (0.58) over digit_3 (0.31), in either order
+    names = [f"digit_{i}" for i in range(10)]
+    boxes = np.array([[20.0, 40.0, 80.0, 90.0], [20.0, 40.0, 78.0, 88.0]])
+    labels, scores = [5, 3], [0.58, 0.31]
+    image = np.zeros((100, 100, 3), np.uint8)
+    drawn = draw_detections(
+        image, boxes[order], [labels[i] for i in order], [scores[i] for i in order], names
+    )
+    (tw, th), _ = cv2.getTextSize("digit_5 0.58", cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+    label_area = drawn[40 - th - 4 : 40 + 1, 20 : 20 + tw + 5].reshape(-1, 3)
+    best = np.all(label_area == class_color(5), axis=1).sum()
+    other = np.all(label_area == class_color(3), axis=1).sum()
+    assert best > label_area.shape[0] // 2 and other == 0
+    # the best box's outline is on top too: its right edge (x = 80) is digit_5's colour
+    assert tuple(drawn[70, 80]) == class_color(5)
+
+
+def test_detections_below_the_threshold_are_not_drawn():
+    image = np.zeros((60, 60, 3), np.uint8)
+    drawn = draw_detections(image, np.array([[10.0, 20.0, 50.0, 50.0]]), [1], [0.2], ["a", "b"])
+    assert not drawn.any()

@@ -223,10 +223,11 @@ class LoggerHook(Hook):
         lr = max(g["lr"] for g in trainer.optimizer.param_groups)  # the head's, not a backbone's
         elapsed = time.perf_counter() - self.start
         rate = (trainer.step - self.steps_at_start) / max(elapsed, 1e-9)
-        record = {"epoch": trainer.epoch + 1, "step": trainer.step, "lr": lr, **losses}
+        record = {"epoch": trainer.shown_epoch, "step": trainer.step, "lr": lr, **losses}
         self.write(trainer, "train", record)
         if self.bar is not None:
-            self.bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{lr:.2e}", step_s=f"{rate:.2f}")
+            # tqdm shows its own rate (batches/s, "it/s"): no second one beside it
+            self.bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{lr:.2e}")
         elif self.progress:
             trainer.log_line(self.progress_line(trainer, losses, lr, rate))
 
@@ -240,16 +241,17 @@ class LoggerHook(Hook):
         loss = f"loss {losses['loss']:.4f}" + (f" ({', '.join(terms)})" if len(terms) > 1 else "")
         left = (total - trainer.batch_in_epoch) / trainer.accumulate / max(rate, 1e-9)
         return (
-            f"epoch {trainer.epoch + 1}/{trainer.epochs} step {trainer.step} "
+            f"epoch {trainer.shown_epoch}/{trainer.epochs} step {trainer.step} "
             f"batch {trainer.batch_in_epoch}/{total}  {loss}  lr {lr:.2e}  "
             f"{rate:.2f} step/s  eta {_duration(left)}"
         )
 
     def after_eval(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        self.write(trainer, "val", {"epoch": trainer.epoch, "step": trainer.step, **metrics})
+        epoch = trainer.shown_epoch  # the one just finished, or the one a stop cut short
+        self.write(trainer, "val", {"epoch": epoch, "step": trainer.step, **metrics})
         keys = dict.fromkeys([*([self.metric] if self.metric else []), *self.SHOWN, "val_loss"])
         shown = "  ".join(_metric_text(k, metrics[k]) for k in keys if k in metrics)
-        trainer.log_line(f"epoch {trainer.epoch}/{trainer.epochs} step {trainer.step}  {shown}")
+        trainer.log_line(f"epoch {epoch}/{trainer.epochs} step {trainer.step}  {shown}")
 
     def after_epoch(self, trainer: Trainer) -> None:
         self._close_bar()

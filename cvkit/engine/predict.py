@@ -23,18 +23,28 @@ def predict(
     cfg: Config,
     checkpoint: str | os.PathLike,
     images: list[str],
-    topk: int = 5,
+    topk: int | None = None,
     out_dir: str | os.PathLike | None = None,
+    score_threshold: float | None = None,
 ) -> list[dict[str, Any]]:
     """Predict with a checkpoint on image files (a folder stands for the images in it).
 
     What comes back, and what is written to ``out_dir``, is the task's (``Task.predict_images``):
     top-k classes for a classifier; detections in each file's pixels, a COCO results file and
     drawn images for a detector; class shares, index-mask PNGs and overlays for a segmenter.
+
+    Args:
+        topk: classifiers: the classes listed per image (``None``: 5); detectors: only the
+            ``topk`` highest-scoring detections of each image are kept, in the records, the
+            results file and the drawn images (``None``: all); segmenters: not used.
+        score_threshold: detectors: only detections scoring at least this are kept, in the
+            records, the results file and the drawn images. ``None``: all the model gives
+            (above its own ``score_threshold``), and the drawn images show those scoring at
+            least 0.3, as ``draw_detections`` does by default.
     """
     images = expand_images(images)
     settings = validate(cfg)
-    model = build_model(settings, cfg)
+    model = build_model(settings, cfg, pretrained=False)  # the checkpoint's weights replace them
     state = load_checkpoint(checkpoint)
     load_model_weights(model, inference_weights(state), Path(checkpoint))
     num_classes = int(getattr(model, "num_classes", 0))
@@ -47,6 +57,9 @@ def predict(
         out_dir=Path(out_dir) if out_dir else None,
         topk=topk,
     )
+    if score_threshold is not None:
+        # one threshold for every output, the pictures included, so they all agree
+        request.score_threshold = request.draw_threshold = score_threshold
     return task_of(model).predict_images(model, images, request)
 
 

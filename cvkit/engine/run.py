@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,20 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def build_model(settings: RunSettings, cfg: Config) -> nn.Module:
-    return build(settings.model, MODELS, path="model", describe=cfg.describe)
+def build_model(settings: RunSettings, cfg: Config, *, pretrained: bool = True) -> nn.Module:
+    """The config's model. ``pretrained=False``: every ``pretrained:`` in it switched off, for
+    a model whose weights a checkpoint replaces (nothing downloaded or read for nothing)."""
+    spec = settings.model if pretrained else without_pretrained(settings.model)
+    return build(spec, MODELS, path="model", describe=cfg.describe)
+
+
+def without_pretrained(spec: Any) -> Any:
+    """A copy of a component spec with every ``pretrained`` key, at any depth, set to False."""
+    if isinstance(spec, Mapping):
+        return {k: False if k == "pretrained" else without_pretrained(v) for k, v in spec.items()}
+    if isinstance(spec, list | tuple):
+        return type(spec)(without_pretrained(v) for v in spec)
+    return spec
 
 
 def build_datasets(settings: RunSettings, cfg: Config, splits=("train", "val")) -> dict[str, Any]:
@@ -214,7 +227,7 @@ def train(cfg: Config, resume: str | os.PathLike | None = None) -> RunResult:
         # only now that the checkpoint is known to fit: a failed resume leaves the run's
         # config.yaml, the one its error points to, as it was
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
-        trainer.log_line(f"resumed {run_dir} at epoch {trainer.epoch + 1}, step {trainer.step}")
+        trainer.log_line(f"resumed {run_dir} {_position(trainer)}, step {trainer.step}")
     metrics = trainer.run()
     if "val" in loaders and settings.eval.plots:
         trainer.eval_model.eval()
@@ -240,6 +253,15 @@ def _loaders(
             datasets["val"], data.val_batch_size or data.batch_size, shuffle=False, **common
         )
     return loaders
+
+
+def _position(trainer: Trainer) -> str:
+    """Where a resumed run stands, in the logs' 1-based epochs: ``in epoch 2/3 (batch 5/12)``
+    mid-epoch, ``after epoch 1/3`` at an epoch boundary."""
+    epoch = f"epoch {trainer.shown_epoch}/{trainer.epochs}"
+    if trainer.batch_in_epoch:
+        return f"in {epoch} (batch {trainer.batch_in_epoch}/{trainer.steps_in_epoch()})"
+    return f"after {epoch}"
 
 
 def _trainer(
@@ -341,7 +363,7 @@ def evaluate(
     datasets = build_datasets(settings, cfg, (split,))
     if split not in datasets:
         raise ConfigError(f"the config has no data.{split} to evaluate on", where=f"data.{split}")
-    model = build_model(settings, cfg)
+    model = build_model(settings, cfg, pretrained=False)  # the checkpoint's weights replace them
     task = task_of(model)
     load_model_weights(model, inference_weights(state), Path(checkpoint))
     classes = check_classes(model, datasets, cfg)

@@ -222,6 +222,13 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp)
 
+    @property
+    def shown_epoch(self) -> int:
+        """The epoch of the data position, numbered from 1 as logs show it (``epoch E/N``):
+        the epoch in progress mid-epoch, the one just finished at an epoch boundary (0 before
+        the first). ``epoch`` itself counts epochs completed, the state a checkpoint keeps."""
+        return self.epoch + (1 if self.batch_in_epoch else 0)
+
     def steps_in_epoch(self) -> int:
         """Batches in a full epoch."""
         n, bs = self._sampler().size, self._batch_size()

@@ -17,11 +17,12 @@ mis-shaped tensor is an error that names it, so a wrong checkpoint never loads q
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import logging
 import os
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -238,16 +239,89 @@ def hub_weights(architecture: str, in_chans: int = 3) -> Weights:
             f"timm has no pretrained weights for {architecture!r}; pass a local file instead "
             "(pretrained: /path/to/weights.pth)"
         )
+    # huggingface_hub retries an unreachable host for about a minute; check it once, briefly,
+    # and when it does not answer let the hub client read only its local cache
+    offline = cfg is not None and bool(cfg.hf_hub_id) and not hub_reachable()
     try:
-        model = timm.create_model(architecture, pretrained=True, in_chans=in_chans)
+        with _hub_offline(offline):
+            model = timm.create_model(architecture, pretrained=True, in_chans=in_chans)
     except OSError as exc:  # what an unreachable hub raises: URLError, LocalEntryNotFoundError
+        reason = (
+            f"{_hub_endpoint()} did not answer within {HUB_PROBE_TIMEOUT:g} s, or HF_HUB_OFFLINE "
+            "is set, and the weights are not in the local cache"
+            if offline
+            else f"{type(exc).__name__}: {exc}"
+        )
         raise ConnectionError(
             f"pretrained=true: the timm hub could not be reached to download {architecture!r} "
-            f"from {where} ({type(exc).__name__}: {exc}). Offline, pass a local file instead: "
+            f"from {where} ({reason}). Offline, pass a local file instead: "
             "`pretrained: /path/to/weights.pth` (a state dict of the timm model, .pth/.pt or "
             f".safetensors), or one of the package sources: {', '.join(PACKAGE_SOURCES)}"
         ) from exc
     return Weights(model.state_dict(), f"timm hub ({where})", _timm_classifier(architecture))
+
+
+# seconds the hub's host gets to accept a connection before it counts as unreachable
+HUB_PROBE_TIMEOUT = 2.0
+
+
+def _hub_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.ENDPOINT)
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT) -> bool:
+    """Whether the Hugging Face hub's host (or the HTTPS proxy, when one is set) accepts a
+    TCP connection within ``timeout`` seconds, name lookup included."""
+    import socket
+    import threading
+    import urllib.parse
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        return False
+    url = urllib.parse.urlsplit(_hub_endpoint())
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
+        url = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    host = url.hostname
+    port = url.port or (443 if url.scheme == "https" else 80)
+    if not host:
+        return False
+    answered: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                answered.append(True)
+        except OSError:
+            pass
+
+    # a thread, so that a slow name lookup (which ignores socket timeouts) is bounded too
+    thread = threading.Thread(target=probe, name="cvkit-hub-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(answered)
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """huggingface_hub's offline mode (its local cache only, no request, no retry) for the
+    duration, when ``offline``; the environment and the previous mode are left as they were."""
+    if not offline:
+        yield
+        return
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
 
 
 def _timm_classifier(architecture: str) -> tuple[str, ...]:

@@ -28,33 +28,41 @@ def draw_detections(
 ) -> np.ndarray:
     """A copy of ``image`` (``[H, W, 3]`` uint8 RGB) with each box above the threshold drawn.
 
+    Detections are drawn from the lowest score up, boxes first and then the labels (class
+    name and score on a filled box of the class's colour), so where detections overlap, the
+    highest-scoring box and label are on top and no box line crosses a label.
+
     Args:
         boxes: ``[K, 4]`` xyxy in the image's pixels.
         labels, scores: one per box.
+        class_names: name of each label.
+        score_threshold: boxes scoring below it are left out.
     """
     out = np.ascontiguousarray(image.copy())
     thickness = max(1, round(min(out.shape[:2]) / 250))
-    for box, label, score in zip(np.asarray(boxes), labels, scores):
-        if score < score_threshold:
-            continue
-        x1, y1, x2, y2 = np.round(box).astype(int).tolist()
-        color = class_color(int(label))
-        cv2.rectangle(out, (x1, y1), (x2, y2), color, thickness)
-        text = f"{class_names[int(label)]} {score:.2f}"
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
-        top = max(y1 - th - 4, 0)
-        cv2.rectangle(out, (x1, top), (x1 + tw + 4, top + th + 4), color, -1)
-        cv2.putText(
-            out,
-            text,
-            (x1 + 2, top + th + 1),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.4,
-            (0, 0, 0),
-            1,
-            cv2.LINE_AA,
-        )
+    shown = [
+        (np.round(box).astype(int).tolist(), int(label), float(score))
+        for box, label, score in zip(np.asarray(boxes).reshape(-1, 4), labels, scores)
+        if score >= score_threshold
+    ]
+    # a stable ascending sort: the best is drawn last, equal scores keep their given order
+    shown.sort(key=lambda d: d[2])
+    for (x1, y1, x2, y2), label, _ in shown:
+        cv2.rectangle(out, (x1, y1), (x2, y2), class_color(label), thickness)
+    for (x1, y1, _, _), label, score in shown:
+        _draw_label(out, f"{class_names[label]} {score:.2f}", x1, y1, class_color(label))
     return out
+
+
+def _draw_label(out: np.ndarray, text: str, x1: int, y1: int, color: tuple[int, int, int]) -> None:
+    """``text`` in black on a filled ``color`` box just above ``(x1, y1)`` (below the image's
+    top edge when there is no room above), drawn in place."""
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+    top = max(y1 - th - 4, 0)
+    cv2.rectangle(out, (x1, top), (x1 + tw + 4, top + th + 4), color, -1)
+    cv2.putText(
+        out, text, (x1 + 2, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA
+    )
 
 
 def save_grid(images: Sequence[np.ndarray], path: str | os.PathLike, columns: int = 4) -> Path:

@@ -38,14 +38,22 @@ class PredictRequest:
         pipeline: ``pipeline(skip)`` -> the ``data.val`` transforms for an image alone,
             without the transform types in ``skip``, or ``None`` when there are none.
         out_dir: where to write files (pictures, masks, results); ``None`` writes nothing.
-        topk: classes listed per image (classification).
+        topk: classes listed per image (classification; ``None``: 5); detections kept per
+            image, the best (detection; ``None``: all the model gives).
+        score_threshold: detection: detections scoring below it are left out of everything
+            (records, results file, drawn images); 0 keeps all the model gives (it has its
+            own ``score_threshold``).
+        draw_threshold: detection: the drawn images also leave out detections scoring below
+            it, so a picture is not buried under boxes of low scores.
     """
 
     classes: list[str]
     cat_ids: list[int]
     pipeline: Callable[[tuple[str, ...]], Any]
     out_dir: Path | None = None
-    topk: int = 5
+    topk: int | None = None
+    score_threshold: float = 0.0
+    draw_threshold: float = 0.3
 
 
 class Task:

@@ -41,12 +41,14 @@ class ClassificationTask(Task):
     def predict_images(
         self, model: nn.Module, images: Sequence[str], request: PredictRequest
     ) -> list[dict[str, Any]]:
-        """The ``request.topk`` most probable classes of each image, with probabilities."""
+        """The ``request.topk`` (default 5) most probable classes of each image, with
+        probabilities."""
         classes, results = request.classes, []
+        topk = 5 if request.topk is None else request.topk
         for path in images:
             image = torch.from_numpy(read_image(path)).permute(2, 0, 1)[None].contiguous()
             pred = cast(TaskModel, model).predict(ClsBatch(image))[0]
-            probs, idx = pred.probs.topk(min(request.topk, len(pred.probs)))
+            probs, idx = pred.probs.topk(min(topk, len(pred.probs)))
             top = [
                 {"class": classes[i], "index": i, "prob": float(p)}
                 for p, i in zip(probs.tolist(), idx.tolist())

@@ -55,19 +55,25 @@ class DetectionTask(Task):
         self, model: nn.Module, images: Sequence[str], request: PredictRequest
     ) -> list[dict[str, Any]]:
         """Detections in each file's own pixels; the ``data.val`` transforms (resizing) are
-        applied first. With ``request.out_dir``: each image with its boxes drawn, a COCO
-        results file (``results.json``) and the image ids it uses (``images.json``)."""
+        applied first. Only detections scoring at least ``request.score_threshold`` are kept,
+        and of them the ``request.topk`` best (all when ``None``). With ``request.out_dir``:
+        each image with its kept boxes scoring at least ``request.draw_threshold`` drawn, a
+        COCO results file of the kept detections (``results.json``) and the image ids it
+        uses (``images.json``)."""
         pipeline = request.pipeline(())
         records, predictions = [], []
         for image_id, path in enumerate(images, 1):
             image = read_image(path)
             pred = cast(TaskModel, model).predict(_single_batch(image, pipeline, image_id))[0]
+            pred = _kept(pred, request)
             predictions.append(pred)
             records.append(
                 {"image": str(path), "image_id": image_id, "detections": _rows(pred, request)}
             )
             if request.out_dir is not None:
-                _draw(image, pred, request.classes, request.out_dir / f"{Path(path).stem}.png")
+                path_out = request.out_dir / f"{Path(path).stem}.png"
+                threshold = max(request.score_threshold, request.draw_threshold)
+                _draw(image, pred, request.classes, path_out, threshold)
         if request.out_dir is not None:
             out = request.out_dir
             coco = detections_to_coco(predictions, request.cat_ids)
@@ -90,6 +96,16 @@ def _single_batch(image: Any, pipeline: Any, image_id: int) -> DetBatch:
     return DetBatch(torch.from_numpy(x).permute(2, 0, 1)[None].contiguous(), [x.shape[:2]], [empty])
 
 
+def _kept(pred: DetPrediction, request: PredictRequest) -> DetPrediction:
+    """The detections scoring at least ``request.score_threshold``, best first, at most
+    ``request.topk`` of them (all when ``None``)."""
+    order = pred.scores.argsort(descending=True, stable=True)
+    order = order[pred.scores[order] >= request.score_threshold]
+    if request.topk is not None:
+        order = order[: request.topk]
+    return DetPrediction(pred.boxes[order], pred.scores[order], pred.labels[order], pred.image_id)
+
+
 def _rows(pred: DetPrediction, request: PredictRequest) -> list[dict[str, Any]]:
     return [
         {
@@ -102,9 +118,11 @@ def _rows(pred: DetPrediction, request: PredictRequest) -> list[dict[str, Any]]:
     ]
 
 
-def _draw(image: Any, pred: DetPrediction, classes: Sequence[str], path: Path) -> None:
+def _draw(
+    image: Any, pred: DetPrediction, classes: Sequence[str], path: Path, threshold: float
+) -> None:
     drawn = draw_detections(
-        image, pred.boxes.numpy(), pred.labels.tolist(), pred.scores.tolist(), classes
+        image, pred.boxes.numpy(), pred.labels.tolist(), pred.scores.tolist(), classes, threshold
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))

@@ -31,8 +31,8 @@ class RoIHead(nn.Module):
     positives and negatives (both through ``training_targets``), and the loss is
     cross-entropy on the sampled (mean) plus ``box_loss`` on the positives' deltas of their gt
     class, divided by the number sampled. Prediction: softmax scores, per-class boxes clipped
-    to the image, scores above ``score_threshold``, NMS per class, the best
-    ``max_detections``. The defaults are Faster R-CNN's with FPN.
+    to the image, scores above ``score_threshold``, NMS per class (across classes with
+    ``class_agnostic_nms``), the best ``max_detections``. The defaults are Faster R-CNN's with FPN.
 
     Args:
         in_channels: channels of the pyramid levels (wired from the neck).
@@ -47,6 +47,8 @@ class RoIHead(nn.Module):
         sampler: default: 512 proposals per image, at most a quarter positive.
         box_loss: default: smooth-L1 with beta 1/9 on deltas, summed.
         score_threshold, nms_threshold, max_detections, min_size: prediction.
+        class_agnostic_nms: NMS across classes (a box suppresses overlapping boxes of any
+            class, so a proposal keeps only its best class); off (the default): per class.
 
     Shapes: ``forward(feats, rois [Tensor[R_i, 4]], batch_shape)`` ->
     ``(Tensor[sum R_i, K + 1], Tensor[sum R_i, K * 4])``.
@@ -69,6 +71,7 @@ class RoIHead(nn.Module):
         nms_threshold: float = 0.5,
         max_detections: int = 100,
         min_size: float = 1e-2,
+        class_agnostic_nms: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -99,6 +102,7 @@ class RoIHead(nn.Module):
         self.box_loss = box_loss or SmoothL1Loss(beta=1 / 9)
         self.score_threshold, self.nms_threshold = score_threshold, nms_threshold
         self.max_detections, self.min_size = max_detections, min_size
+        self.class_agnostic_nms = class_agnostic_nms
 
     def forward(
         self, feats: list[torch.Tensor], rois: list[torch.Tensor], batch_shape: tuple[int, int]
@@ -187,5 +191,6 @@ class RoIHead(nn.Module):
             (scores > self.score_threshold) & valid_boxes_mask(boxes, self.min_size)
         ).squeeze(1)
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        keep = batched_nms(boxes, scores, labels, self.nms_threshold)[: self.max_detections]
+        groups = torch.zeros_like(labels) if self.class_agnostic_nms else labels
+        keep = batched_nms(boxes, scores, groups, self.nms_threshold)[: self.max_detections]
         return boxes[keep], scores[keep], labels[keep]

@@ -45,6 +45,9 @@ class OneStageDetector(nn.Module):
             ``DecodedBoxLoss`` (``IoULoss``) on decoded boxes, any other on deltas.
         preprocessor: normalises and pads to the coarsest stride.
         score_threshold, topk_candidates, nms_threshold, max_detections: prediction.
+        class_agnostic_nms: NMS across classes (a box suppresses overlapping boxes of any
+            class), so an object gets one label, the best scoring; off (the default): NMS
+            within each class, as in the paper.
 
     The strides of the levels (``strides``) are the head's, else those the anchor generator
     was built with (``anchor_strides``). Both losses are divided by the number of positive
@@ -71,6 +74,7 @@ class OneStageDetector(nn.Module):
         topk_candidates: int = 1000,
         nms_threshold: float = 0.5,
         max_detections: int = 100,
+        class_agnostic_nms: bool = False,
     ) -> None:
         super().__init__()
         self.backbone, self.neck, self.head = backbone, neck, head
@@ -91,6 +95,7 @@ class OneStageDetector(nn.Module):
             )
         self.score_threshold, self.topk_candidates = score_threshold, topk_candidates
         self.nms_threshold, self.max_detections = nms_threshold, max_detections
+        self.class_agnostic_nms = class_agnostic_nms
 
     @property
     def num_classes(self) -> int:
@@ -176,7 +181,8 @@ class OneStageDetector(nn.Module):
             boxes, scores, labels = self._candidates(
                 [lv[i] for lv in logits], [lv[i] for lv in deltas], level_anchors, size
             )
-            keep = batched_nms(boxes, scores, labels, self.nms_threshold)[: self.max_detections]
+            groups = torch.zeros_like(labels) if self.class_agnostic_nms else labels
+            keep = batched_nms(boxes, scores, groups, self.nms_threshold)[: self.max_detections]
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             target = None if batch.targets is None else batch.targets[i]
             out.append(DetPrediction.from_batch_pixels(boxes, scores, labels, size, target))

@@ -41,6 +41,7 @@ class RetinaNet(OneStageDetector):
         topk_candidates: int = 1000,
         nms_threshold: float = 0.5,
         max_detections: int = 100,
+        class_agnostic_nms: bool = False,
     ) -> None:
         if anchor_generator is None:
             anchor_generator = AnchorGenerator(
@@ -62,4 +63,5 @@ class RetinaNet(OneStageDetector):
             topk_candidates=topk_candidates,
             nms_threshold=nms_threshold,
             max_detections=max_detections,
+            class_agnostic_nms=class_agnostic_nms,
         )
