@@ -75,7 +75,10 @@ class Registry:
 
     def add(self, obj: Any, name: str | None = None, source: str | None = None) -> None:
         """Register ``obj`` under ``name`` (default: its ``__name__``). A duplicate raises."""
-        plugins.load_builtins()  # so a clash with a built-in name is reported here, not later
+        if not _is_cvkit(obj):
+            # so a plugin's clash with a built-in name is reported here, not later; a built-in
+            # registering itself must not import the others: it may be half-imported by one
+            plugins.load_builtins()
         name = name or obj.__name__
         if name in self._entries:
             old = self._entries[name]
@@ -176,9 +179,14 @@ def _qualname(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
 
 
+def _is_cvkit(obj: Any) -> bool:
+    module = getattr(obj, "__module__", "") or ""
+    return module == "cvkit" or module.startswith("cvkit.")
+
+
 def _source_of(obj: Any) -> str:
     module = getattr(obj, "__module__", "") or ""
-    if module == "cvkit" or module.startswith("cvkit."):
+    if _is_cvkit(obj):
         return "cvkit"
     return plugins.current_source() or plugins.source_for_module(module) or module
 

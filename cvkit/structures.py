@@ -195,3 +195,13 @@ class SegPrediction:
     mask: torch.Tensor
     probs: torch.Tensor | None
     name: str
+
+    def mask_at(self, size: tuple[int, int]) -> torch.Tensor:
+        """``mask`` at ``size`` ``(h, w)`` (``Tensor[h, w]`` int64): itself when it has that
+        size, else resized nearest, so class indices are never blended."""
+        if tuple(self.mask.shape) == tuple(size):
+            return self.mask
+        resized = torch.nn.functional.interpolate(
+            self.mask[None, None].float(), size=tuple(size), mode="nearest"
+        )
+        return resized[0, 0].to(torch.int64)

@@ -321,3 +321,30 @@ def test_a_checkpoint_replaces_pretrained_weights_without_reading_them(tmp_path,
     assert len(record["top"]) == 3
     assert "top1" in report["metrics"]
     assert not caplog.records  # nothing loaded, nothing dropped
+
+
+def test_the_final_report_reuses_the_last_evaluation_and_a_resumed_finished_run_evaluates(
+    tmp_path, monkeypatch
+):
+    from cvkit.engine.tasks import Task
+
+    passes = []
+    original = Task.evaluate
+
+    def counted(self, *args, **kwargs):
+        passes.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Task, "evaluate", counted)
+    cfg = tiny(tmp_path, epochs=1, max_steps=2)
+    cfg["eval"] = {"plots": True}
+    result = run.train(from_dict(cfg))
+    assert len(passes) == 1  # the evaluation of the final weights feeds the report too
+    assert (result.run_dir / "eval.json").is_file()
+    report = json.loads((result.run_dir / "eval.json").read_text())
+    assert report["metrics"] == result.metrics
+
+    passes.clear()
+    (result.run_dir / "eval.json").unlink()
+    run.train(from_dict(cfg), resume=result.run_dir)  # nothing left to train: not evaluated
+    assert len(passes) == 1 and (result.run_dir / "eval.json").is_file()

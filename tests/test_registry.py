@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 
 import cvkit
@@ -90,3 +93,30 @@ def test_datasets_follow_one_naming_rule_and_old_names_still_build():
     ]:
         entry = cvkit.DATASETS.entry(old)
         assert entry.obj is cvkit.DATASETS.get(new) and f"old name of {new}" in entry.source
+
+
+IMPORT_EACH = """
+import importlib, pkgutil, sys
+import cvkit
+names = sorted(m.name for m in pkgutil.walk_packages(cvkit.__path__, "cvkit."))
+failed = []
+for name in names:
+    for key in [k for k in sys.modules if k == "cvkit" or k.startswith("cvkit.")]:
+        del sys.modules[key]  # each module is the first of cvkit's to be imported
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        failed.append(f"{name}: {type(exc).__name__}: {exc}")
+print(len(names), failed)
+"""
+
+
+def test_every_module_imports_first_on_its_own():
+    """A built-in registering itself must not pull in the others half-way (a module that
+    imports one being initialised would find it half-built)."""
+    out = subprocess.run(
+        [sys.executable, "-c", IMPORT_EACH], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    count, failed = out.stdout.split(" ", 1)
+    assert int(count) > 90 and failed.strip() == "[]", failed

@@ -205,3 +205,25 @@ def test_error_no_pixels_and_bad_class_names():
         SegmentationEvaluator(2, class_names=["a", "b", "c"])
     with pytest.raises(ValueError, match=r"class names repeat: \['a'\]"):
         SegmentationEvaluator(2, class_names=["a", "a"])
+
+
+def test_process_scores_each_prediction_against_its_own_crop_of_the_batch():
+    from cvkit.structures import SegBatch, SegPrediction
+
+    g = torch.Generator().manual_seed(0)
+    masks = torch.full((2, 4, 5), 255, dtype=torch.int64)  # the collate's padding
+    masks[0] = torch.randint(0, 3, (4, 5), generator=g)
+    masks[1, :2, :3] = torch.randint(0, 3, (2, 3), generator=g)
+    batch = SegBatch(torch.zeros(2, 3, 4, 5, dtype=torch.uint8), masks, [(4, 5), (2, 3)],
+                     [(4, 5), (4, 6)], ["a", "b"])  # fmt: skip
+    first = torch.randint(0, 3, (4, 5), generator=g)
+    second = (
+        torch.randint(0, 3, (2, 3), generator=g).repeat_interleave(2, 0).repeat_interleave(2, 1)
+    )  # a file twice the batch's size: nearest back to 2x3 picks every other pixel
+    ev = SegmentationEvaluator(3)
+    ev.process(batch, [SegPrediction(first, None, "a"), SegPrediction(second, None, "b")])
+    expected = torch.zeros(3, 3, dtype=torch.int64)
+    for truth, guess in [(masks[0], first), (masks[1, :2, :3], second[::2, ::2])]:
+        for t, p in zip(truth.flatten().tolist(), guess.flatten().tolist()):
+            expected[t, p] += 1
+    assert torch.equal(ev.confusion, expected) and ev.num_pixels == 20 + 6

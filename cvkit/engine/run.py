@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from cvkit.config.settings import RunSettings, parse_settings
 from cvkit.data.loader import build_loader
 from cvkit.engine import hooks as H
 from cvkit.engine.checkpoint import load_checkpoint, load_training_state, resolve_resume
+from cvkit.engine.evaluate import Evaluation
 from cvkit.engine.optim import build_optimizer
 from cvkit.engine.tasks import Task, task_of
 from cvkit.engine.trainer import Trainer
@@ -221,7 +222,16 @@ def train(cfg: Config, resume: str | os.PathLike | None = None) -> RunResult:
     device = pick_device(tcfg.device)
     model.to(device)
     loaders = _loaders(settings, datasets, device, task.collate(model))
-    trainer = _trainer(settings, cfg, model, loaders, datasets, run_dir, device, classes, task)
+    evaluations: list[Evaluation] = []  # the last one, kept for the final report
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        evaluations[:] = [task.evaluate(m, loaders["val"], device, datasets["val"], True)]
+        return evaluations[0].metrics
+
+    evaluate_fn = evaluate if "val" in loaders else None
+    trainer = _trainer(
+        settings, cfg, model, loaders, datasets, run_dir, device, classes, task, evaluate_fn
+    )
     if state is not None:
         trainer.load_state_dict(state, checkpoint)
         # only now that the checkpoint is known to fit: a failed resume leaves the run's
@@ -230,9 +240,12 @@ def train(cfg: Config, resume: str | os.PathLike | None = None) -> RunResult:
         trainer.log_line(f"resumed {run_dir} {_position(trainer)}, step {trainer.step}")
     metrics = trainer.run()
     if "val" in loaders and settings.eval.plots:
-        trainer.eval_model.eval()
-        final = task.evaluate(trainer.eval_model, loaders["val"], device, datasets["val"], True)
-        print(task.report(final, classes, run_dir)[1])
+        # the trainer has evaluated the final weights unless the run had nothing left to do
+        if not (evaluations and trainer.evaluated_step == trainer.step):
+            trainer.eval_model.eval()
+            with torch.no_grad(), trainer.autocast():
+                evaluate(trainer.eval_model)
+        print(task.report(evaluations[0], classes, run_dir)[1])
     return RunResult(run_dir, metrics)
 
 
@@ -274,6 +287,7 @@ def _trainer(
     device: torch.device,
     classes: list[str],
     task: Task,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None,
 ) -> Trainer:
     tcfg, ecfg = settings.train, settings.eval
     optimizer = build_optimizer(tcfg.optimizer, model, tcfg.param_groups, describe=cfg.describe)
@@ -304,12 +318,6 @@ def _trainer(
         build(h, HOOKS, path=f"train.hooks[{i}]", describe=cfg.describe)
         for i, h in enumerate(tcfg.hooks)
     ]
-    evaluate = None
-    if "val" in loaders:
-
-        def evaluate(m: nn.Module) -> dict[str, float]:
-            return task.evaluate(m, loaders["val"], device, datasets["val"]).metrics
-
     amp = _amp_dtype(tcfg.amp, device)
     return Trainer(
         model,

@@ -120,6 +120,7 @@ class Trainer:
         self.should_stop = False
         self.failed = False
         self.metrics: dict[str, float] = {}
+        self.evaluated_step: int | None = None  # the step of the last evaluation, if any
         self._boundary: dict[str, Any] | None = None
 
     # -- the loop --------------------------------------------------------------------------
@@ -212,6 +213,7 @@ class Trainer:
         self.eval_model.eval()
         with torch.no_grad(), self.autocast():
             self.metrics = self.evaluate_fn(self.eval_model)
+        self.evaluated_step = self.step
         for hook in self.hooks:
             if not partial or hook.sees_partial_eval:
                 hook.after_eval(self, self.metrics)

@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from cvkit.registry import METRICS
 from cvkit.structures import SegBatch, SegPrediction
@@ -238,12 +237,12 @@ class SegmentationEvaluator:
         """
         if batch.masks is None:
             raise ValueError("SegmentationEvaluator.process needs a batch with masks")
+        # one canvas for the batch, so the counting is one bincount: outside each image the
+        # masks hold the collate's padding (ignore_index), which is never counted
+        predicted = torch.zeros_like(batch.masks)
         for i, (pred, (h, w)) in enumerate(zip(predictions, batch.image_sizes)):
-            mask = pred.mask
-            if tuple(mask.shape) != (h, w):
-                mask = F.interpolate(mask[None, None].float(), size=(h, w), mode="nearest")[0, 0]
-            target = batch.masks[i, :h, :w]
-            self.update(mask.to(target.device, torch.int64)[None], target[None])
+            predicted[i, :h, :w] = pred.mask_at((h, w))
+        self.update(predicted, batch.masks)
 
     def compute(self) -> dict[str, float]:
         """``mIoU``, ``mean_acc`` (mAcc), ``pixel_acc`` (aAcc) and ``fwIoU``, as fractions.

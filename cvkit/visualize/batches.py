@@ -6,8 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from cvkit.structures import DetBatch, DetPrediction, SegBatch, SegPrediction
 from cvkit.visualize.draw import caption, draw_detections, draw_segmentation, save_grid
@@ -60,7 +58,7 @@ def draw_segmentation_batch(
     for i, pred in enumerate(list(predictions)[:limit]):
         h, w = batch.image_sizes[i]
         image = batch.images[i, :, :h, :w].permute(1, 2, 0).cpu().numpy()
-        guess = _at_size(pred.mask, (h, w)).numpy()
+        guess = pred.mask_at((h, w)).cpu().numpy()
         drawn = draw_segmentation(image, guess, classes, background=background)
         cell = [caption(drawn, "prediction")]
         if batch.masks is not None:
@@ -69,11 +67,3 @@ def draw_segmentation_batch(
             cell = [caption(truth_drawn, "truth"), np.full((h, 2, 3), 255, np.uint8), *cell]
         cells.append(np.concatenate(cell, axis=1))
     return save_grid(cells, path, columns=2)
-
-
-def _at_size(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Class indices ``Tensor[h, w]`` -> ``Tensor[H, W]`` (nearest), on the CPU."""
-    mask = mask.cpu()
-    if tuple(mask.shape) == size:
-        return mask
-    return F.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].long()
