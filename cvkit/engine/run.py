@@ -225,7 +225,9 @@ def train(cfg: Config, resume: str | os.PathLike | None = None) -> RunResult:
     evaluations: list[Evaluation] = []  # the last one, kept for the final report
 
     def evaluate(m: nn.Module) -> dict[str, float]:
-        evaluations[:] = [task.evaluate(m, loaders["val"], device, datasets["val"], True)]
+        evaluations[:] = [
+            task.evaluate(m, loaders["val"], device, datasets["val"], keep_first=True)
+        ]
         return evaluations[0].metrics
 
     evaluate_fn = evaluate if "val" in loaders else None
@@ -389,7 +391,7 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
     report, text = task.report(
-        task.evaluate(model, loader, device, datasets[split], True), classes, out
+        task.evaluate(model, loader, device, datasets[split], keep_first=True), classes, out
     )
     print(text)
     return report
