@@ -1,10 +1,11 @@
 """Detection validation time: one forward per batch (``loss_and_predict``) vs two (``loss``
 then ``predict``, what cvkit's evaluation did before the task protocol).
 
-Builds the demo's model (``cvkit/presets/demo_shapes.yaml``: RetinaNet, EfficientNet-Lite0,
-FPN) and evaluates it on the demo's val split (the embedded shapes, generated once into the
-cache) through cvkit's evaluation loop, both ways, alternating which goes first from round to
-round. Both ways must give identical metrics; the ratio is one forward / two forwards.
+Builds the demo's model (``cvkit://detection/retinanet_effl0_fpn_8e_shapes.yaml``: RetinaNet,
+EfficientNet-Lite0, FPN) and evaluates it on the demo's val split (the embedded shapes,
+generated once into the cache) through cvkit's evaluation loop, both ways, alternating which
+goes first from round to round. Both ways must give identical metrics; the ratio is one
+forward / two forwards.
 
     python bench/detection_eval_time.py --rounds 3 [--checkpoint runs/demo/last.pt]
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -52,8 +52,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=0, help="evaluate the first N val images only")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    with resources.as_file(resources.files("cvkit.presets") / "demo_shapes.yaml") as path:
-        cfg = load_config(path)
+    cfg = load_config("cvkit://detection/retinanet_effl0_fpn_8e_shapes.yaml")
     settings = validate(cfg)
     model = build_model(settings, cfg).eval()
     if args.checkpoint:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
-# the same file as configs/detection/retinanet_effl0_fpn_8e_shapes.yaml (a test checks it)
-DEMO_CONFIG = "demo_shapes.yaml"
+from cvkit.config.schema import CHANGEABLE_ON_RESUME
+
+# what `cvkit demo` trains; its runs go to <run_dir>/demo_shapes unless name= is given
+DEMO_CONFIG = "cvkit://detection/retinanet_effl0_fpn_8e_shapes.yaml"
+DEMO_NAME = "demo_shapes"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,13 +78,17 @@ def _add_list(sub: Any) -> None:
     """`cvkit list`."""
     s = sub.add_parser(
         "list",
-        help="list registered components",
+        help="list registered components, or the configs that ship with cvkit",
         description="List registered components with their source and "
         "parameters. KIND is a registry (backbones, necks, heads, models, ...); "
-        "without it, every registry is summarised.",
+        "without it, every registry is summarised. `cvkit list configs` lists the configs "
+        "that ship with cvkit by their cvkit://<path> names, which `_base_:` and every "
+        "command taking a config accept.",
     )
-    s.add_argument("kind", nargs="?", help="a registry name, e.g. backbones")
-    s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'Res*'")
+    s.add_argument("kind", nargs="?", help="a registry name, e.g. backbones; or configs")
+    s.add_argument(
+        "pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'Res*' or 'detection/*'"
+    )
     s.add_argument("--plugins", action="store_true", help="show each plugin, ok or its error")
     s.add_argument("--full", action="store_true", help="do not shorten long parameter lists")
     s.set_defaults(func=_cmd_list)
@@ -114,15 +121,19 @@ def _add_train(sub: Any) -> None:
         "train",
         help="train a model from a config",
         description="Train the model CFG describes. The run folder "
-        "(<run_dir>/<name>) gets the resolved config, metrics.jsonl and last.pt.",
+        "(<run_dir>/<name>) gets the resolved config, metrics.jsonl and last.pt. "
+        "With --resume RUN the run continues from its last.pt with its own config.yaml "
+        "(no CFG needed); overrides may then change only the run's length and "
+        "cadence: " + ", ".join(CHANGEABLE_ON_RESUME) + ". They are printed and recorded "
+        "in the run's resumes.jsonl; config.yaml is never rewritten.",
     )
-    s.add_argument("config", help="path to a YAML config")
+    s.add_argument("config", nargs="?", help="path to a YAML config (optional with --resume)")
     s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.epochs=3")
     s.add_argument(
         "--resume",
         metavar="RUN_DIR|CKPT",
         help="continue a run from its folder (last.pt) or a checkpoint, at the "
-        "same step and data position",
+        "same step and data position; e.g. --resume runs/NAME train.epochs=24 extends it",
     )
     s.set_defaults(func=_cmd_train)
 
@@ -265,14 +276,20 @@ def _cmd_list(args: argparse.Namespace) -> int:
             shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
             print(f"{name:<18} {len(names):>4}  {shown}")
         print("\n`cvkit list KIND` shows one registry with sources and parameters.")
+        print("`cvkit list configs` lists the configs that ship with cvkit (cvkit://...).")
         return 0
     reg = REGISTRIES.get(args.kind)
     if reg is None:
         reg = REGISTRIES.get(args.kind + "s")
+    if reg is None and args.kind in ("config", "configs"):
+        return _list_configs(args.pattern)
     if reg is None:
         raise ConfigError(
             f"{args.kind!r} is not a registry",
-            hints=[did_you_mean(args.kind, REGISTRIES), f"registries: {', '.join(REGISTRIES)}"],
+            hints=[
+                did_you_mean(args.kind, [*REGISTRIES, "configs"]),
+                f"registries: {', '.join(REGISTRIES)}; or `cvkit list configs`",
+            ],
         )
     entries = [reg.entry(n) for n in reg.names(args.pattern)]
     width = max([len(e.name) for e in entries] + [4])
@@ -292,6 +309,42 @@ def _cmd_list(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _list_configs(pattern: str) -> int:
+    """`cvkit list configs [PATTERN]`: each packaged config's name and first sentence."""
+    from fnmatch import fnmatch
+
+    from cvkit.config.load import PACKAGED, packaged_configs
+
+    configs = {
+        name: path
+        for name, path in packaged_configs().items()
+        if fnmatch(name, pattern) or fnmatch(name.removeprefix(PACKAGED), pattern)
+    }
+    if not configs:
+        print(f"no packaged config matches {pattern!r} (`cvkit list configs` lists them all)")
+        return 0
+    width = max(len(n) for n in configs)
+    for name, path in configs.items():
+        print(f"{name:<{width}}  {_first_sentence(path, 80)}".rstrip())
+    print(
+        f"\n{len(configs)} packaged configs. Train one with `cvkit train cvkit://<path>`, or "
+        "build on it from anywhere with `_base_: cvkit://<path>` in your own config."
+    )
+    return 0
+
+
+def _first_sentence(path: Path, limit: int) -> str:
+    """The first sentence of a config's leading comment, shortened to ``limit``."""
+    lines = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        text = line.strip()
+        if not text.startswith("#") or not text.lstrip("#").strip():
+            break
+        lines.append(text.lstrip("#").strip())
+    sentence = " ".join(lines).split(". ")[0].rstrip(".:")
+    return sentence if len(sentence) <= limit else sentence[: limit - 3].rstrip() + "..."
 
 
 def _describe_params(obj: object) -> str:
@@ -322,10 +375,24 @@ def _cmd_config_print(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from cvkit import errors as cvkit_errors
     from cvkit.config import load_config
+    from cvkit.engine.resume import plan_resume
     from cvkit.engine.run import train
 
-    result = train(load_config(args.config, args.overrides), resume=args.resume)
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).exists():
+        # `cvkit train --resume RUN key=value`: argparse fills the optional CFG first
+        config, overrides = None, [config, *overrides]
+    if args.resume is not None:
+        result = train(None, resume=plan_resume(args.resume, config, overrides))
+    elif config is None:
+        raise cvkit_errors.ConfigError(
+            "cvkit train needs a config file (or --resume RUN to continue a run)",
+            hints=["cvkit train configs/detection/retinanet_effl0_fpn_8e_shapes.yaml"],
+        )
+    else:
+        result = train(load_config(config, overrides))
     _print_result(result)
     return 0
 
@@ -408,8 +475,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from cvkit.config import load_config
     from cvkit.engine.run import train
 
-    with resources.as_file(resources.files("cvkit.presets") / DEMO_CONFIG) as path:
-        cfg = load_config(path, args.overrides)
+    cfg = load_config(DEMO_CONFIG, args.overrides)
+    if not cfg.get("name"):  # the run folder keeps the demo's name, not the config's stem
+        cfg.data["name"] = DEMO_NAME
     print(f"cvkit demo: training {cfg.get('model.type')} on shapes drawn on real photos")
     _print_result(train(cfg))
     return 0

@@ -76,3 +76,20 @@ def test_retinanet_parity_trains_and_scores_both_models(tmp_path, shapes_cache):
     assert report["complete"] and set(report["runs"]["0"]) == {"cvkit", "torchvision"}
     for side in report["runs"]["0"].values():
         assert len(side["epoch_loss"]) == 1 and 0 <= side["AP"] <= 100
+
+
+def test_small_data_detection_runs_towers_and_templates(tmp_path, shapes_cache):
+    out = tmp_path / "small.json"
+    args = ("towers", "templates", "--smoke", "--work-dir", str(tmp_path / "runs"))
+    stdout = run_bench("small_data_detection.py", *args, "--out", str(out), env=shapes_cache)
+    assert "| towers | P2-P5 + GIoU, 4 convs, GN + He init, head LR 2x |" in stdout
+    assert "| templates | Faster R-CNN template |" in stdout
+    report = json.loads(out.read_text())
+    assert set(report["towers"]) == {
+        "P3-P5, 2 convs (the demo)",
+        "P2-P5 + GIoU, 4 convs, GN + He init, head LR 2x",
+    }
+    assert set(report["templates"]) == {"RetinaNet template", "Faster R-CNN template"}
+    for runs in report.values():
+        for r in runs.values():
+            assert 0.0 <= r["AP"] <= 1.0 and r["seconds"] > 0

@@ -72,7 +72,12 @@ def test_every_shipped_config_resolves():
         assert out.returncode == 0, f"{path}: {out.stderr}"
 
 
-def test_the_packaged_demo_config_is_the_shipped_one():
-    packaged = ROOT / "cvkit" / "presets" / "demo_shapes.yaml"
+def test_the_demo_trains_the_shipped_config_by_its_packaged_name():
+    from cvkit.cli import DEMO_CONFIG
+    from cvkit.config import load_config
+
+    assert DEMO_CONFIG == "cvkit://detection/retinanet_effl0_fpn_8e_shapes.yaml"
+    cfg = load_config(DEMO_CONFIG)
     shipped = ROOT / "configs" / "detection" / "retinanet_effl0_fpn_8e_shapes.yaml"
-    assert packaged.read_text() == shipped.read_text()
+    assert cfg.file.read_text() == shipped.read_text()
+    assert cfg.data == load_config(shipped).data

@@ -11,7 +11,7 @@ model:
   type: RetinaNet
   backbone: {type: TinyNet, width: 8, out_indices: [1, 2, 3]}
   neck: {type: FPN, out_channels: 16, extra_levels: 0}
-  head: {type: RetinaHead, num_classes: 3, num_convs: 1, feat_channels: 16}
+  head: {type: RetinaHead, num_classes: auto, num_convs: 1, feat_channels: 16}
   anchor_generator: {type: AnchorGenerator, sizes: [[12], [24], [48]], scales: [1.0, 1.26, 1.587]}
   preprocessor: {type: Preprocessor, size_divisor: 16, pad_to: 160}
 data:
@@ -33,6 +33,10 @@ def trained(tmp_path_factory):
     out = run_cli("train", "c.yaml", cwd=folder, env=env)
     assert out.returncode == 0, out.stderr
     assert "AP50" in out.stdout
+    # num_classes: auto, from the annotation file's categories, shown with their ids
+    assert "3 classes: 0: circle (id 1), 1: square (id 2), 2: triangle (id 3)" in out.stdout
+    assert "model.head.num_classes: 3 (auto, from data.train's classes)" in out.stdout
+    assert "num_classes: 3" in (folder / "runs" / "det" / "config.yaml").read_text()
     return folder, env
 
 
@@ -91,7 +95,8 @@ model:
   rpn_head:
     type: RPNHead
     anchor_generator: {type: AnchorGenerator, sizes: [[8], [16], [32], [64], [128]]}
-  roi_head: {type: RoIHead, num_classes: 3, roi_strides: [2, 4, 8, 16], fc_channels: 32}
+  # num_classes left out: filled from the data
+  roi_head: {type: RoIHead, roi_strides: [2, 4, 8, 16], fc_channels: 32}
   preprocessor: {type: Preprocessor, size_divisor: 32, pad_to: 160}
 data:
   train: {type: ShapesDetection, split: train, num_images: 8, image_size: 128}
@@ -110,6 +115,7 @@ def test_faster_rcnn_trains_evaluates_and_names_its_class_count_key(tmp_path):
     out = run_cli("train", "c.yaml", cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr
     assert "AP50" in out.stdout
+    assert "model.roi_head.num_classes: 3 (auto, from data.train's classes)" in out.stdout
     assert json.loads((tmp_path / "runs" / "frcnn" / "eval.json").read_text())["per_class"]
     out = run_cli("eval", "c.yaml", "--checkpoint", "runs/frcnn/last.pt", cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr

@@ -14,8 +14,8 @@ CONFIG = """
 model:
   type: Segmenter
   backbone: {type: TinyNet, width: 8, out_indices: [1, 2, 3]}
-  head: {type: FCNHead, num_classes: 4, variant: 8s, channels: 16}
-  aux_head: {type: FCNHead, num_classes: 4, in_index: -2}
+  head: {type: FCNHead, num_classes: auto, variant: 8s, channels: 16}
+  aux_head: {type: FCNHead, in_index: -2}  # num_classes left out: from the data too
   preprocessor: {type: Preprocessor, size_divisor: 16, pad_to: 160}
 data:
   train: {type: ShapesSegmentation, split: train, num_images: 8, image_size: 128}
@@ -36,6 +36,8 @@ def trained(tmp_path_factory):
     env = {"CVKIT_CACHE": str(folder / "cache")}
     out = run_cli("train", "c.yaml", cwd=folder, env=env)
     assert out.returncode == 0, out.stderr
+    for key in ("head", "aux_head"):
+        assert f"model.{key}.num_classes: 4 (auto, from data.train's classes)" in out.stdout
     return folder, env, out.stdout
 
 

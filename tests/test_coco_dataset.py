@@ -494,3 +494,28 @@ def test_collate_refuses_float_images():
     item = {"image": np.zeros((4, 5, 3), np.float32), "boxes": np.zeros((0, 4))}
     with pytest.raises(ValueError, match=r"produced float32 images; cvkit expects uint8 .*Norm"):
         collate_detection([item])
+
+
+# -- one file, split into train and val (more in test_coco_split.py) ------------------------------
+
+
+def test_a_file_whose_groups_are_single_images_has_an_empty_val(tiny):
+    """Image 1 (a dog and a crowd bird: a tie, the smaller id, dog), image 2 (a cat) and the
+    empty image 3 are three groups of one image each, and a group of one goes to train."""
+    ann_file, images = tiny()
+    train = _build(ann_file, images, split="train", val_fraction=0.5, seed=3)
+    assert train.image_ids == [1, 2, 3] and train.split == "train"
+    assert train.classes == ["cat", "dog", "bird"]
+    assert _build_error(ValueError, ann_file, images, split="val") == (
+        f"split 'val' of COCO file '{ann_file}' has no images: a group of a single image always "
+        "goes to train; add images, or use split: all"
+    )
+
+
+def test_bad_split_arguments_name_the_argument(tiny):
+    ann_file, images = tiny()
+    message = _build_error(ValueError, ann_file, images, split="val", val_fraction=1.0)
+    assert message == "val_fraction must be a number in (0, 1), got 1.0"
+    with pytest.raises(cvkit.ConfigError) as err:
+        _build(ann_file, images, split="test")
+    assert "split" in str(err.value) and "'test'" in str(err.value)

@@ -52,10 +52,25 @@ def test_retina_head_group_norm_towers():
     assert logits[0].sigmoid().mean().item() == pytest.approx(0.01, abs=0.005)
 
 
+def test_kaiming_towers_keep_the_signal_and_the_prior():
+    """N(0, 0.01) towers shrink the features about 6x per 64-channel conv; He init keeps
+    their scale; the outputs start at the prior either way."""
+    torch.manual_seed(0)
+    feats = [torch.randn(2, 64, 8, 8)]
+    scale = {}
+    for init in ("normal", "kaiming"):
+        head = RetinaHead(64, 3, num_convs=4, feat_channels=64, tower_init=init)
+        scale[init] = head.cls_tower(feats[0]).pow(2).mean().sqrt().item()
+        logits, _ = head(feats)
+        assert logits[0].sigmoid().mean().item() == pytest.approx(0.01, abs=0.005)
+    assert scale["normal"] < 1e-2 < 0.3 < scale["kaiming"] < 3.0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"norm": "BN"}, "norm must be null or 'GN', got 'BN'"),
+        ({"tower_init": "xavier"}, "tower_init must be 'normal' or 'kaiming', got 'xavier'"),
         ({"norm": "GN", "feat_channels": 48}, r"feat_channels \(48\) divisible by norm_groups"),
     ],
 )

@@ -16,7 +16,7 @@ from cvkit.engine.optim import param_groups
 from cvkit.engine.predict import predict
 from cvkit.engine.schedules import Cosine, MultiStep, Poly, Step
 from cvkit.engine.trainer import Trainer
-from cvkit.errors import CheckpointError
+from cvkit.errors import CheckpointError, ConfigError
 from cvkit.registry import HOOKS
 
 
@@ -238,12 +238,25 @@ def test_resume_from_a_missing_folder(tmp_path):
 
 def test_resume_with_other_param_groups_is_a_clear_error(tmp_path):
     result = run.train(from_dict(tiny(tmp_path, max_steps=1, epochs=1)))
+    # the default written out is no change
+    same = tiny(tmp_path, max_steps=1, epochs=1, param_groups={"no_decay_norm_bias": True})
+    run.train(from_dict(same), resume=result.run_dir)
     cfg = tiny(tmp_path, param_groups={"no_decay_norm_bias": False})  # 1 group, not 2
-    with pytest.raises(CheckpointError) as err:
+    with pytest.raises(ConfigError) as err:
         run.train(from_dict(cfg), resume=result.run_dir)
     text = str(err.value)
-    assert f"checkpoint '{result.run_dir / 'last.pt'}': its optimizer state does not fit" in text
-    assert "other train.optimizer or train.param_groups settings" in text
+    assert "train.param_groups.no_decay_norm_bias: true -> false (<dict>)" in text
+    # a checkpoint loaded into a trainer whose optimizer does not fit it, past the config check
+    trainer = Trainer(
+        run.build(tiny(tmp_path)["model"], run.MODELS),
+        torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1),
+        run.build_loader(range(4), 2, shuffle=True),
+        tmp_path,
+    )
+    with pytest.raises(CheckpointError) as err:
+        trainer.load_state_dict(load_checkpoint(result.run_dir / "last.pt"), "last.pt")
+    assert "checkpoint 'last.pt': its optimizer state does not fit" in str(err.value)
+    assert "other train.optimizer or train.param_groups settings" in str(err.value)
 
 
 def test_progress_is_a_bar_on_a_terminal_and_plain_lines_elsewhere(tmp_path, capsys, monkeypatch):
@@ -348,3 +361,16 @@ def test_the_final_report_reuses_the_last_evaluation_and_a_resumed_finished_run_
     (result.run_dir / "eval.json").unlink()
     run.train(from_dict(cfg), resume=result.run_dir)  # nothing left to train: not evaluated
     assert len(passes) == 1 and (result.run_dir / "eval.json").is_file()
+
+
+def test_a_run_that_fails_a_check_leaves_no_folder(tmp_path):
+    """The schedule is built after the data and the model: its error still comes before the
+    run folder is made, so the next run is not pushed to a `_2` suffix."""
+    cfg = tiny(tmp_path, "nofolder", schedule={"type": "Cosine", "warmup_steps": 5})
+    cfg["train"]["schedule"]["warmup_epochs"] = 1.0
+    with pytest.raises(ConfigError, match="give warmup_steps or warmup_epochs, not both"):
+        run.train(from_dict(cfg))
+    assert not (tmp_path / "nofolder").exists()
+    with pytest.raises(ConfigError, match="no GPU is visible"):
+        run.train(from_dict(tiny(tmp_path, "nofolder", device="cuda")))
+    assert not (tmp_path / "nofolder").exists()

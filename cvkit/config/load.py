@@ -4,6 +4,10 @@ Rules (README, "Configs"):
 
 * ``_base_: a.yaml`` or ``_base_: [a.yaml, b.yaml]``, paths relative to the file; bases merge
   in order, then the file itself; the later value wins.
+* ``cvkit://<path>`` names a config that ships inside the package (the project's ``configs/``
+  folder, ``cvkit list configs``), as a ``_base_`` or as the file to load: a config that names
+  its bases so works wherever it is copied. Relative ``_base_`` paths inside a packaged config
+  stay relative to it.
 * Mappings merge key by key. Lists and scalars replace whole. ``_replace_: true`` inside a
   mapping replaces the base's mapping instead of merging. A mapping whose ``type`` differs from
   the base's replaces it too: the old type's arguments mean nothing to the new one.
@@ -19,10 +23,12 @@ Every leaf remembers the file that set it, so errors can say which file to edit.
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from importlib import resources
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cvkit.config import yaml_io
@@ -30,6 +36,7 @@ from cvkit.config.schema import is_known_key, is_section
 from cvkit.errors import ConfigError, ConfigFileError, OverrideError, did_you_mean
 
 COMMAND_LINE = "the command line"
+PACKAGED = "cvkit://"  # the prefix of a packaged config's name
 
 
 @dataclass
@@ -77,8 +84,14 @@ class Config:
 
 
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Config:
-    """Load a YAML config with its ``_base_`` files and apply dotted ``overrides``."""
-    file = Path(path)
+    """Load a YAML config with its ``_base_`` files and apply dotted ``overrides``.
+
+    ``path`` is a file, or the ``cvkit://<path>`` name of a config that ships with cvkit.
+    """
+    if isinstance(path, str) and path.startswith(PACKAGED):
+        file = _packaged_file(path)
+    else:
+        file = Path(path)
     origins: dict[str, str] = {}
     chain: list[Path] = []
     data = _load_tree(file, origins, chain, stack=())
@@ -95,10 +108,55 @@ def from_dict(data: dict[str, Any], overrides: Iterable[str] = ()) -> Config:
     return cfg
 
 
+def packaged_root() -> Path:
+    """The folder of the configs that ship with cvkit: ``cvkit://a/b.yaml`` is ``a/b.yaml`` in
+    it. In the wheel it is ``cvkit/configs``; in the repository, a link to ``configs/``."""
+    return Path(str(resources.files("cvkit") / "configs"))
+
+
+def packaged_configs() -> dict[str, Path]:
+    """Every packaged config, ``cvkit://`` name -> file, sorted by name."""
+    root = packaged_root().resolve()
+    files = [*root.rglob("*.yaml"), *root.rglob("*.yml")]
+    return {PACKAGED + p.relative_to(root).as_posix(): p for p in sorted(files)}
+
+
+def _packaged_file(name: str, where: str = "", included: str = "") -> Path:
+    rel = PurePosixPath(name.removeprefix(PACKAGED))
+    file = packaged_root().joinpath(*rel.parts)
+    if rel.parts and ".." not in rel.parts and not rel.is_absolute() and file.is_file():
+        return file
+    names = [n.removeprefix(PACKAGED) for n in packaged_configs()]
+    raise ConfigFileError(
+        f"{name!r} is not a config that ships with cvkit",
+        where=where,
+        hints=[
+            _nearest_packaged(rel.as_posix(), names),
+            f"`cvkit list configs` lists the {len(names)} packaged configs (cvkit://<path>)",
+            included,
+        ],
+    )
+
+
+def _nearest_packaged(rel: str, names: list[str]) -> str:
+    # compared without the cvkit:// and .yaml that every name shares: they make any two alike
+    stems = {os.path.splitext(n)[0]: n for n in names}
+    files = {s.rsplit("/", 1)[-1]: n for s, n in stems.items()}
+    stem = os.path.splitext(rel)[0].strip("/")
+    close = [stems[s] for s in difflib.get_close_matches(stem, stems, n=3, cutoff=0.6)]
+    if not close:  # the right file name in another folder
+        close = [files[f] for f in difflib.get_close_matches(stem.rsplit("/", 1)[-1], files)]
+    if close and not any(n.startswith(stem + "/") for n in names):
+        return "did you mean " + " or ".join(repr(PACKAGED + c) for c in close) + "?"
+    folder = stem if any(n.startswith(stem + "/") for n in names) else stem.rpartition("/")[0]
+    inside = [PACKAGED + n for n in names if folder and n.startswith(folder + "/")]
+    return f"packaged configs in {folder}/: {', '.join(inside)}" if inside else ""
+
+
 def _load_tree(file: Path, origins: dict, chain: list[Path], stack: tuple[Path, ...]) -> dict:
     resolved = file.resolve()
-    if resolved in stack:
-        cycle = " -> ".join(_show(p) for p in (*stack, resolved))
+    if any(resolved == p.resolve() for p in stack):
+        cycle = " -> ".join(_show(p) for p in (*stack, file))
         raise ConfigFileError(f"_base_ files include each other in a cycle: {cycle}")
     raw = yaml_io.load_file(file)
     if raw is None:
@@ -115,9 +173,13 @@ def _load_tree(file: Path, origins: dict, chain: list[Path], stack: tuple[Path, 
     chain.append(file)
     merged: dict[str, Any] = {}
     for base in bases:
-        base_file = file.parent / base
+        included = " <- ".join(_show(p) for p in (*stack, file)[::-1])
+        included = f"included from: {included}" if stack else ""
+        if base.startswith(PACKAGED):
+            base_file = _packaged_file(base, _show(file), included)
+        else:
+            base_file = file.parent / base
         if not base_file.is_file():
-            included = " <- ".join(_show(p) for p in (*stack, resolved)[::-1])
             raise ConfigFileError(
                 f"_base_ file {base!r} does not exist",
                 where=_show(file),
@@ -125,11 +187,12 @@ def _load_tree(file: Path, origins: dict, chain: list[Path], stack: tuple[Path, 
                     _nearest_file(base_file),
                     f"it resolves to {_show(base_file)}; _base_ paths are relative to the "
                     "file that names them",
-                    f"included from: {included}" if stack else "",
+                    _packaged_twin(base),
+                    included,
                 ],
             )
         merged = _merge(
-            merged, _load_tree(base_file, origins, chain, (*stack, resolved)), origins, None, ""
+            merged, _load_tree(base_file, origins, chain, (*stack, file)), origins, None, ""
         )
     _resolve_import_paths(raw, file.parent)
     return _merge(merged, raw, origins, _show(file), "")
@@ -270,10 +333,25 @@ def _nearest_file(missing: Path) -> str:
     return did_you_mean(missing.name, names)
 
 
+def _packaged_twin(base: str) -> str:
+    # A template copied out of cvkit's configs keeps paths like ../_base_/models/x.yaml: say
+    # which packaged config they meant.
+    tail = "/".join(p for p in PurePosixPath(base).parts if p not in (".", ".."))
+    twins = [n for n in packaged_configs() if n == PACKAGED + tail or n.endswith("/" + tail)]
+    if not tail or not twins:
+        return ""
+    return f"cvkit ships {' and '.join(twins)}: `_base_: {twins[0]}` finds it from anywhere"
+
+
 def _show(path: Path | None) -> str:
-    """A path as the user would type it: relative to the working folder when inside it."""
+    """A path as the user would type it: ``cvkit://...`` for a packaged config, relative to
+    the working folder when inside it."""
     if path is None:
         return "<dict>"
+    root = os.path.normpath(os.path.abspath(packaged_root()))
+    full = os.path.normpath(os.path.abspath(path))
+    if full.startswith(root + os.sep):
+        return PACKAGED + Path(os.path.relpath(full, root)).as_posix()
     try:
         rel = os.path.relpath(path)
     except ValueError:

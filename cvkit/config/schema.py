@@ -19,6 +19,25 @@ from cvkit.config.typecheck import parameters
 from cvkit.errors import ConfigError
 from cvkit.registry import registry_for_arg, resolve
 
+# The settings `cvkit train --resume` may change (cvkit.engine.resume), and why each is safe:
+# none of them changes what a step computes, except ``train.epochs``, which stretches the
+# schedule over the new length.
+CHANGEABLE_ON_RESUME = {
+    "train.epochs": "the run's length (the LR schedule is recomputed over it)",
+    "train.max_steps": "where the run stops",
+    "train.log_interval": "logging cadence",
+    "train.checkpoint_interval": "checkpoint cadence",
+    "train.tensorboard": "logging",
+    "train.device": "where it runs",
+    "eval.interval": "evaluation cadence",
+    "eval.patience": "early stopping",
+    "eval.plots": "the final report",
+    "data.num_workers": "loader processes (the batches are the same)",
+    "data.prefetch_factor": "loader prefetching",
+    "data.pin_memory": "loader memory",
+    "data.val_batch_size": "evaluation batches",
+}
+
 
 @dataclass
 class DataSettings:
@@ -149,3 +168,41 @@ def is_section(keys: list[str]) -> bool:
         if cls is None:
             return False
     return True
+
+
+NO_DEFAULT = object()  # what ``default_of`` returns for a key without a default
+
+
+def default_of(keys: list[str], data: dict[str, Any]) -> Any:
+    """The value a config leaves ``keys`` at when it does not set it: a schema default
+    (``train.clip_grad_norm``), or the default of an argument of the component whose dict
+    holds it (``model.head.dropout``, read from the class the registry names); else
+    ``NO_DEFAULT``. ``data`` is the config the key is missing from."""
+    cls: Any = RunSettings
+    for i, key in enumerate(keys):
+        if not dataclasses.is_dataclass(cls):
+            break
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if key not in fields:
+            return NO_DEFAULT
+        if i == len(keys) - 1:
+            f = fields[key]
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            factory = f.default_factory
+            return NO_DEFAULT if factory is dataclasses.MISSING else factory()
+        cls = dataclass_in(typing.get_type_hints(cls).get(key))
+    node: Any = data
+    for key in keys[:-2]:
+        node = node.get(key) if isinstance(node, dict) else None
+    parent = node.get(keys[-2]) if isinstance(node, dict) and len(keys) >= 2 else None
+    if not (isinstance(parent, dict) and isinstance(parent.get("type"), str)):
+        return NO_DEFAULT
+    try:
+        component = resolve(parent["type"], registry_for_arg(keys[-2]))
+    except ConfigError:
+        return NO_DEFAULT
+    param = parameters(component)[0].get(keys[-1])
+    if param is None or param.default is param.empty:
+        return NO_DEFAULT
+    return param.default

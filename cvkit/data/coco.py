@@ -3,7 +3,8 @@
 COCO's ``[x, y, width, height]`` boxes become cvkit's ``xyxy`` here, at the edge, and nowhere
 else (through ``ops.box_convert``). The file is read and checked whole at construction
 (:mod:`cvkit.coco_file`, the reader ``cvkit coco-eval`` shares), boxes are clipped to their
-image and degenerate ones dropped once, with one warning that counts what changed.
+image and degenerate ones dropped once, with one warning that counts what changed. One file
+can be split into seeded, stratified ``train`` and ``val`` images (:mod:`cvkit.data.splits`).
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import contextlib
 import io
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from cvkit.coco_file import image_paths, load_coco_json
 from cvkit.data.image_io import read_image
+from cvkit.data.splits import select_split
 from cvkit.data.transforms import compose_detection
 from cvkit.ops import box_convert
 from cvkit.registry import DATASETS
@@ -38,6 +40,18 @@ class CocoDetection:
     these are counted in one warning on the ``cvkit.data`` logger. Images are decoded with
     ``image_io.read_image`` when an item is read.
 
+    One file can serve as both train and val: ``split`` ``"train"`` or ``"val"`` keeps a
+    seeded share of its images (``cvkit.data.splits.stratified_split``), the same on every
+    machine; a ``train`` and a ``val`` dataset built with the same ``val_fraction`` and
+    ``seed`` never share an image and together hold every image of the file. The split is
+    stratified by image: each image counts as the category most of its annotations have
+    (crowd ones included; a tie goes to the smallest category id), images without
+    annotations are a group of their own, and each group sends ``val_fraction`` of its images
+    to ``val`` (a group of one image goes to ``train``). It depends only on the file, the
+    seed and ``val_fraction``, so ``keep_empty`` and ``min_box_size`` (applied after it) never
+    move an image from one part to the other. For separate train and val files, point two
+    datasets with ``split="all"`` at them.
+
     Args:
         ann_file: the COCO ``.json`` file.
         image_dir: the folder that the images' ``file_name`` entries are relative to.
@@ -48,26 +62,36 @@ class CocoDetection:
         keep_empty: keep images that have no annotations (after dropping degenerate boxes).
         class_names: if set, the category names (in category-id order) must equal this list.
         min_visibility: share of a box's area that must survive a crop for it to be kept.
+        split: ``"train"``, ``"val"`` or ``"all"`` (every image of the file).
+        val_fraction: share of each group of images that goes to ``val``.
+        seed: seed of the split; use the same one for ``train`` and ``val``.
 
     Items: a dict ``{"image": ndarray[H, W, 3] uint8 RGB, "boxes": float32 [N, 4] xyxy
     pixels, "labels": int64 [N], "iscrowd": bool [N], "image_id": int, "orig_size": (H0, W0)}``
     where ``H, W`` and the boxes are after the transforms and ``orig_size`` is the file's size.
 
     Attributes:
-        classes: ``[K]`` category names, label ``i`` is ``classes[i]``.
+        classes: ``[K]`` category names, label ``i`` is ``classes[i]``; those of the whole
+            file in every split, so ``train`` and ``val`` share one label map.
         cat_ids: ``[K]`` the COCO category id of each label.
         label_of_cat: COCO category id -> label.
-        image_ids, files, sizes: per image, its id, path and ``(height, width)``.
+        split: the ``split`` argument.
+        image_ids, files, sizes: per image of the split, its id, path and ``(height, width)``.
         targets: per image, ``(boxes [N, 4], labels [N], iscrowd [N])`` as loaded (clipped,
             degenerate boxes dropped), before any transform.
-        coco: the ``pycocotools.coco.COCO`` index of the whole file (with ``iscrowd`` and
-            ``area`` filled in) for COCOeval; it keeps the boxes as written, unclipped.
+        coco: the ``pycocotools.coco.COCO`` index of the split: the file with only the
+            split's images and their annotations (all categories), with ``iscrowd`` and
+            ``area`` filled in, for COCOeval; it keeps the boxes as written, unclipped. So a
+            ``val`` split's COCO mAP counts its own images only, exactly what ``cvkit
+            coco-eval`` gives on a file holding only those images.
 
     Raises:
         FileNotFoundError: the annotation file, ``image_dir`` or an image file is missing.
         CocoFormatError: (a ``ValueError``) the file is not valid COCO; the message names the
             file, the image or annotation id and the problem.
-        ValueError: an argument is out of range, or ``class_names`` does not match.
+        ValueError: an argument is out of range (``split``, ``val_fraction``, ``seed``,
+            ``min_box_size``; the message names it), the split has no images, or
+            ``class_names`` does not match.
     """
 
     def __init__(
@@ -79,25 +103,37 @@ class CocoDetection:
         keep_empty: bool = True,
         class_names: list[str] | None = None,
         min_visibility: float = 0.0,
+        split: Literal["train", "val", "all"] = "all",
+        val_fraction: float = 0.2,
+        seed: int = 0,
     ) -> None:
         if isinstance(min_box_size, bool) or not min_box_size >= 0:
             raise ValueError(f"min_box_size must be a number >= 0, got {min_box_size!r}")
+        # The split's arguments are checked before a large file is read: on one stand-in sample.
+        select_split(np.zeros(1, dtype=np.int64), split, val_fraction=val_fraction, seed=seed)
         self.ann_file, self.image_dir = str(ann_file), str(image_dir)
         data = load_coco_json(self.ann_file)
-        notes = _fill_defaults(data["annotations"])
-        images = sorted(data["images"], key=lambda image: image["id"])
-        self.files = image_paths(images, self.image_dir, self.ann_file)
-        self.image_ids = [image["id"] for image in images]
-        self.sizes = [(image["height"], image["width"]) for image in images]
         names = {c["id"]: c["name"] for c in data["categories"]}
         self.cat_ids = sorted(names)
         self.classes = [names[c] for c in self.cat_ids]
         self.label_of_cat = {cat_id: label for label, cat_id in enumerate(self.cat_ids)}
         _check_class_names(class_names, self.classes, self.ann_file)
+        images = sorted(data["images"], key=lambda image: image["id"])
+        if split != "all":
+            images = _split_images(
+                data, images, self.label_of_cat, split, val_fraction, seed, self.ann_file
+            )
+            data = _subset(data, images)
+        self.split = split
+        notes = _fill_defaults(data["annotations"])
+        self.files = image_paths(images, self.image_dir, self.ann_file)
+        self.image_ids = [image["id"] for image in images]
+        self.sizes = [(image["height"], image["width"]) for image in images]
         self.targets = _image_targets(
             data["annotations"], self.image_ids, self.sizes, self.label_of_cat, min_box_size, notes
         )
-        _warn(self.ann_file, notes, min_box_size)
+        where = f"'{self.ann_file}'" + ("" if split == "all" else f" (split {split!r})")
+        _warn(where, notes, min_box_size)
         if not keep_empty:
             self._keep([i for i, t in enumerate(self.targets) if len(t[1]) > 0])
         self.coco = _coco_index(data)
@@ -130,8 +166,9 @@ class CocoDetection:
         }
 
     def __repr__(self) -> str:
+        split = "" if self.split == "all" else f", split={self.split!r}"
         return (
-            f"{type(self).__name__}('{self.ann_file}': {len(self)} images, "
+            f"{type(self).__name__}('{self.ann_file}'{split}: {len(self)} images, "
             f"{sum(len(t[1]) for t in self.targets)} boxes, {len(self.classes)} classes)"
         )
 
@@ -170,6 +207,65 @@ class _Notes:
         if ann_ids:
             self.counts[kind] = self.counts.get(kind, 0) + len(ann_ids)
             self.examples.setdefault(kind, ann_ids[0])
+
+
+def _split_groups(
+    annotations: list[dict], images: list[dict], label_of_cat: dict[int, int]
+) -> np.ndarray:
+    """Per image, the group a stratified split keeps the share of: ``int64 [N]``.
+
+    The label of the category most of the image's annotations have (crowd ones too; a tie
+    goes to the smallest label, which is the smallest category id), ``-1`` for an image
+    without annotations.
+    """
+    groups = np.full(len(images), -1, dtype=np.int64)
+    if not annotations:
+        return groups
+    row_of = {image["id"]: row for row, image in enumerate(images)}
+    rows = np.array([row_of[a["image_id"]] for a in annotations], dtype=np.int64)
+    labels = np.array([label_of_cat[a["category_id"]] for a in annotations], dtype=np.int64)
+    width = len(label_of_cat)
+    pairs, counts = np.unique(rows * width + labels, return_counts=True)
+    pair_rows, pair_labels = np.divmod(pairs, width)
+    order = np.lexsort((pair_labels, -counts, pair_rows))  # by row, most counted, smallest
+    first = order[np.r_[True, pair_rows[order][1:] != pair_rows[order][:-1]]]
+    groups[pair_rows[first]] = pair_labels[first]
+    return groups
+
+
+def _split_images(
+    data: dict[str, Any],
+    images: list[dict],
+    label_of_cat: dict[int, int],
+    split: str,
+    val_fraction: float,
+    seed: int,
+    ann_file: str,
+) -> list[dict]:
+    """The images of ``split`` (``"train"`` or ``"val"``), in id order, stratified by
+    ``_split_groups``.
+
+    Raises:
+        ValueError: the split has no images.
+    """
+    source = f"COCO file '{ann_file}'"
+    if not images:
+        raise ValueError(f"{source} has no images to split into train and val")
+    groups = _split_groups(data["annotations"], images, label_of_cat)
+    keep = select_split(groups, split, val_fraction=val_fraction, seed=seed)
+    if keep.size == 0:
+        raise ValueError(
+            f"split {split!r} of {source} has no images: a group of a single image always "
+            "goes to train; add images, or use split: all"
+        )
+    return [images[i] for i in keep]
+
+
+def _subset(data: dict[str, Any], images: list[dict]) -> dict[str, Any]:
+    """``data`` with only ``images`` and their annotations; every category, every other key."""
+    kept = {image["id"] for image in images}
+    annotations = [a for a in data["annotations"] if a["image_id"] in kept]
+    return {**data, "images": images, "annotations": annotations}
 
 
 def _fill_defaults(annotations: list[dict]) -> _Notes:
@@ -225,7 +321,7 @@ def _image_targets(
     ]
 
 
-def _warn(ann_file: str, notes: _Notes, min_box_size: float) -> None:
+def _warn(where: str, notes: _Notes, min_box_size: float) -> None:
     what = {
         "dropped": f"dropped {{n}} of {notes.total} boxes narrower or shorter than "
         f"min_box_size={min_box_size:g} px after clipping",
@@ -239,7 +335,7 @@ def _warn(ann_file: str, notes: _Notes, min_box_size: float) -> None:
         if kind in notes.counts
     ]
     if parts:
-        logger.warning("CocoDetection '%s': %s", ann_file, "; ".join(parts))
+        logger.warning("CocoDetection %s: %s", where, "; ".join(parts))
 
 
 def _check_class_names(expected: list[str] | None, found: list[str], ann_file: str) -> None:

@@ -20,7 +20,7 @@ import torch
 from cvkit.errors import CheckpointError, CheckpointNotFoundError, did_you_mean
 
 # the entries of a `cvkit export` file (engine.predict.export_weights)
-EXPORT_KEYS = frozenset({"model", "classes", "config", "cvkit_version"})
+EXPORT_KEYS = frozenset({"model", "classes", "cat_ids", "config", "cvkit_version"})
 # what a resume continues from besides the weights (Trainer.state_dict)
 TRAINING_KEYS = ("optimizer", "scaler", "trainer", "rng")
 

@@ -14,7 +14,7 @@ from cvkit import __version__
 from cvkit.builder import build
 from cvkit.config import Config
 from cvkit.engine.checkpoint import load_checkpoint, save_checkpoint
-from cvkit.engine.run import build_model, validate
+from cvkit.engine.run import build_model, classes_from_checkpoint, validate
 from cvkit.engine.tasks import PredictRequest, task_of
 from cvkit.engine.weights import inference_weights, load_model_weights
 
@@ -43,9 +43,10 @@ def predict(
             least 0.3, as ``draw_detections`` does by default.
     """
     images = expand_images(images)
+    state = load_checkpoint(checkpoint)
+    classes_from_checkpoint(cfg, state, checkpoint)
     settings = validate(cfg)
     model = build_model(settings, cfg, pretrained=False)  # the checkpoint's weights replace them
-    state = load_checkpoint(checkpoint)
     load_model_weights(model, inference_weights(state), Path(checkpoint))
     num_classes = int(getattr(model, "num_classes", 0))
     classes = list(state.get("classes") or []) or [str(i) for i in range(num_classes)]
@@ -64,11 +65,13 @@ def predict(
 
 
 def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """A checkpoint for prediction: the weights (EMA if kept), class names and config only."""
+    """A checkpoint for prediction: the weights (EMA if kept), class names, the dataset's
+    category ids (so results files keep them) and the config only."""
     state = load_checkpoint(checkpoint)
     slim = {
         "model": inference_weights(state),
         "classes": state.get("classes", []),
+        "cat_ids": state.get("cat_ids"),
         "config": state.get("config"),
         "cvkit_version": __version__,
     }

@@ -16,12 +16,14 @@ from torch import nn
 from cvkit import __version__, plugins
 from cvkit.builder import build, plan
 from cvkit.config import Config
+from cvkit.config.class_count import auto_class_keys, fill_class_count, with_check_count
 from cvkit.config.settings import RunSettings, parse_settings
 from cvkit.data.loader import build_loader
 from cvkit.engine import hooks as H
-from cvkit.engine.checkpoint import load_checkpoint, load_training_state, resolve_resume
+from cvkit.engine.checkpoint import load_checkpoint
 from cvkit.engine.evaluate import Evaluation
 from cvkit.engine.optim import build_optimizer
+from cvkit.engine.resume import ResumePlan, describe_changes, plan_resume, record_resume
 from cvkit.engine.tasks import Task, task_of
 from cvkit.engine.trainer import Trainer
 from cvkit.engine.weights import inference_weights, load_model_weights
@@ -43,7 +45,8 @@ def validate(cfg: Config) -> RunSettings:
     if settings.imports:
         plugins.import_plugins(settings.imports, "config imports")
     describe = cfg.describe
-    plan(settings.model, MODELS, path="model", describe=describe)
+    # `num_classes: auto` is checked as a count here; the data fills it in before building
+    plan(with_check_count(settings.model), MODELS, path="model", describe=describe)
     for split in ("train", "val", "test"):
         spec = getattr(settings.data, split)
         if spec is not None:
@@ -178,33 +181,86 @@ def _num_classes_key(cfg: Config) -> str:
 
 
 def new_run_dir(settings: RunSettings) -> Path:
-    """``<run_dir>/<name>``, or ``<name>_2``, ``_3``... if taken: a run never overwrites one."""
+    """``<run_dir>/<name>``, or ``<name>_2``, ``_3``... if taken: a run never overwrites one.
+
+    Only the path: the folder is made when the run starts (``_start_run_dir``), after every
+    check, so a run that fails them leaves nothing behind."""
     base = Path(settings.run_dir) / settings.name
     path, n = base, 1
     while path.exists() and any(path.iterdir()):
         n += 1
         path = base.with_name(f"{base.name}_{n}")
-    path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def train(cfg: Config, resume: str | os.PathLike | None = None) -> RunResult:
+def classes_from_data(cfg: Config, dataset: Any) -> list[str]:
+    """Fill ``num_classes: auto`` (or left out) from the training set's classes, in place.
+
+    Returns the paths it filled. Raises ConfigError when one is to be filled but the
+    dataset does not list its classes."""
+    keys = auto_class_keys(cfg)
+    if not keys:
+        return []
+    classes = list(getattr(dataset, "classes", None) or [])
+    if not classes:
+        raise ConfigError(
+            f"{keys[0]} is auto, but data.train ({type(dataset).__name__}) does not list its "
+            "classes",
+            where=keys[0],
+            hints=[f"set {key} to the number of classes" for key in keys],
+        )
+    return fill_class_count(cfg, len(classes), "data.train's classes")
+
+
+def classes_from_checkpoint(cfg: Config, state: dict[str, Any], checkpoint: Any) -> list[str]:
+    """Fill ``num_classes: auto`` from the class names a checkpoint stores, in place."""
+    keys = auto_class_keys(cfg)
+    classes = list(state.get("classes") or [])
+    if not keys:
+        return []
+    if not classes:
+        raise ConfigError(
+            f"{keys[0]} is auto, but checkpoint {str(checkpoint)!r} stores no class names",
+            where=keys[0],
+            hints=[f"set {key} to the number of classes the model was trained on" for key in keys],
+        )
+    return fill_class_count(cfg, len(classes), f"the classes of {checkpoint}")
+
+
+def class_map(classes: list[str], cat_ids: list[int] | None, limit: int = 12) -> str:
+    """``3 classes: 0: circle (id 1), 1: square (id 2), ...``: label -> name (-> category id)."""
+    parts = [
+        f"{i}: {name}" + (f" (id {cat_ids[i]})" if cat_ids is not None else "")
+        for i, name in enumerate(classes[:limit])
+    ]
+    more = f", ... ({len(classes) - limit} more)" if len(classes) > limit else ""
+    return f"{len(classes)} classes: " + ", ".join(parts) + more
+
+
+def train(cfg: Config | None, resume: str | os.PathLike | ResumePlan | None = None) -> RunResult:
     """Train the model a config describes; returns the run folder and final metrics.
 
     Args:
-        resume: a run folder or checkpoint; the run continues there, at the same data
-            position, and ends with the same weights as an uninterrupted run.
+        cfg: the config; ``None`` with ``resume``: the run's own (see ``plan_resume``).
+        resume: a run folder, a checkpoint or a checked ``ResumePlan``; the run continues
+            there, at the same data position, and ends with the same weights as an
+            uninterrupted run. ``cfg`` may differ from what it was trained with only where a
+            resume allows (``cvkit.engine.resume.CHANGEABLE``).
     """
+    # Cheapest checks first, so a mistake is reported before the slow steps after it: the
+    # resume file (missing, cut short, exported weights only) and its config, then the data
+    # (a broken annotation file), then the model, which may load pretrained weights. The
+    # datasets draw from generators of their own, not torch's, so the model's initial
+    # weights are the same whichever is built first.
+    if resume is not None and not isinstance(resume, ResumePlan):
+        resume = plan_resume(resume, cfg, ())
+    if resume is not None:
+        cfg = resume.cfg
+    if cfg is None:
+        raise ValueError("train() needs a config, or resume to take the run's own")
     settings = validate(cfg)
     tcfg = settings.train
     seed_everything(tcfg.seed, tcfg.deterministic)
-    # Cheapest checks first, so a mistake is reported before the slow steps after it: the
-    # resume file (missing, cut short, exported weights only), then the data (a broken
-    # annotation file), then the model, which may load pretrained weights. The datasets
-    # draw from generators of their own, not torch's, so the model's initial weights are
-    # the same whichever is built first.
-    checkpoint = resolve_resume(resume) if resume is not None else None
-    state = load_training_state(checkpoint) if checkpoint is not None else None
     datasets = build_datasets(settings, cfg)
     if "train" not in datasets:
         raise ConfigError(
@@ -212,13 +268,13 @@ def train(cfg: Config, resume: str | os.PathLike | None = None) -> RunResult:
             where="data.train",
             hints=["add `data: {train: {type: ...}}`; `cvkit list datasets`"],
         )
+    filled = classes_from_data(cfg, datasets["train"])
+    if filled:
+        settings = validate(cfg)
     model = build_model(settings, cfg)
     task = task_of(model)
     classes = check_classes(model, datasets, cfg)
     check_ignore_index(model, datasets, cfg)
-    run_dir = checkpoint.parent if checkpoint is not None else new_run_dir(settings)
-    if checkpoint is None:
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
     device = pick_device(tcfg.device)
     model.to(device)
     loaders = _loaders(settings, datasets, device, task.collate(model))
@@ -231,15 +287,19 @@ def train(cfg: Config, resume: str | os.PathLike | None = None) -> RunResult:
         return evaluations[0].metrics
 
     evaluate_fn = evaluate if "val" in loaders else None
+    run_dir = resume.run_dir if resume is not None else new_run_dir(settings)
     trainer = _trainer(
         settings, cfg, model, loaders, datasets, run_dir, device, classes, task, evaluate_fn
     )
-    if state is not None:
-        trainer.load_state_dict(state, checkpoint)
-        # only now that the checkpoint is known to fit: a failed resume leaves the run's
-        # config.yaml, the one its error points to, as it was
+    if resume is not None:
+        _continue(trainer, resume)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(cfg.to_yaml())
-        trainer.log_line(f"resumed {run_dir} {_position(trainer)}, step {trainer.step}")
+        trainer.log_line(f"run folder: {run_dir}")
+    trainer.log_line(class_map(classes, _cat_ids(datasets["train"])))
+    for key in filled:
+        trainer.log_line(f"{key}: {len(classes)} (auto, from data.train's classes)")
     metrics = trainer.run()
     if "val" in loaders and settings.eval.plots:
         # the trainer has evaluated the final weights unless the run had nothing left to do
@@ -249,6 +309,23 @@ def train(cfg: Config, resume: str | os.PathLike | None = None) -> RunResult:
                 evaluate(trainer.eval_model)
         print(task.report(evaluations[0], classes, run_dir)[1])
     return RunResult(run_dir, metrics)
+
+
+def _continue(trainer: Trainer, plan: ResumePlan) -> None:
+    """Load the checkpoint into the trainer, then record and show the resume."""
+    lrs = trainer.load_state_dict(plan.state, plan.checkpoint)
+    record_resume(plan, trainer.step, trainer.shown_epoch)
+    trainer.log_line(
+        f"resumed {plan.run_dir} {_position(trainer)}, step {trainer.step}"
+        + ("; changed:" if plan.changes else "")
+    )
+    for line in describe_changes(plan.changes, plan.cfg):
+        trainer.log_line(f"  {line}")
+    if lrs is not None and lrs[0] != lrs[1]:
+        trainer.log_line(
+            f"  the LR schedule follows the new length: lr {lrs[0]:.3g} -> {lrs[1]:.3g} "
+            f"at step {trainer.step}"
+        )
 
 
 def _loaders(
@@ -368,8 +445,9 @@ def evaluate(
     """Evaluate a checkpoint on ``data.<split>``; writes the report to ``out_dir``.
 
     The checkpoint file and the data are checked before the model is built."""
-    settings = validate(cfg)
     state = load_checkpoint(checkpoint)
+    classes_from_checkpoint(cfg, state, checkpoint)
+    settings = validate(cfg)
     datasets = build_datasets(settings, cfg, (split,))
     if split not in datasets:
         raise ConfigError(f"the config has no data.{split} to evaluate on", where=f"data.{split}")

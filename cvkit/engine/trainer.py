@@ -277,11 +277,16 @@ class Trainer:
 
     def load_state_dict(
         self, state: dict[str, Any], source: str | os.PathLike | None = None
-    ) -> None:
+    ) -> tuple[float, float] | None:
         """Continue from a checkpoint written by ``save``.
 
         Args:
             source: the checkpoint's file, named in the errors.
+
+        Returns:
+            The LR of the first parameter group as checkpointed and as the schedule now
+            gives it (they differ when the run's length changed), or ``None`` without a
+            scheduler.
 
         Raises:
             CheckpointError: the state has no training state (a ``cvkit export`` file), its
@@ -303,8 +308,9 @@ class Trainer:
                     "config.yaml)"
                 ],
             ) from exc
+        lrs = None
         if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
+            lrs = self._load_schedule(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         position = state["trainer"]
         self.epoch, self.step = int(position["epoch"]), int(position["step"])
@@ -315,6 +321,25 @@ class Trainer:
             if hasattr(hook, "attach"):
                 hook.attach(self.model)
         restore_rng(state["rng"])
+        return lrs
+
+    def _load_schedule(self, state: dict[str, Any]) -> tuple[float, float]:
+        """The scheduler's position from a checkpoint, the schedule itself from the config.
+
+        ``LambdaLR`` would also restore the schedule objects' fields (``total_steps``...), so
+        a resume that extends ``train.epochs`` would keep the old length and train the extra
+        epochs at the end of the old schedule (LR 0 for a cosine). The first group's LR
+        before and after is returned; they are equal (to the bit) when nothing changed.
+        """
+        scheduler = cast(torch.optim.lr_scheduler.LambdaLR, self.scheduler)
+        scheduler.load_state_dict({**state, "lr_lambdas": [None] * len(scheduler.lr_lambdas)})
+        before = float(self.optimizer.param_groups[0]["lr"])
+        step = scheduler.last_epoch
+        lrs = [base * fn(step) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        scheduler._last_lr = lrs  # what get_last_lr() reports, as after a step
+        return before, float(lrs[0])
 
     def save(self, name: str, at_boundary: bool = False) -> Path:
         return save_checkpoint(self.state_dict(at_boundary), self.run_dir / name)
