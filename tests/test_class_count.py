@@ -45,11 +45,14 @@ def test_the_check_copy_counts_one_and_leaves_the_config_alone():
     assert spec["head"]["num_classes"] == "auto"
 
 
-def test_a_word_other_than_auto_is_named():
-    cfg = from_dict({"model": {"type": "RetinaNet", "head": {"num_classes": "ten"}}})
+def test_a_word_other_than_auto_is_checked_as_a_number():
+    head = {"type": "ClsHead", "num_classes": "ten"}
+    model = {"type": "ImageClassifier", "backbone": {"type": "TinyNet"}, "head": head}
+    cfg = from_dict({"model": {**model, "neck": {"type": "GlobalPool"}}})
+    assert auto_class_keys(cfg) == []
     with pytest.raises(ConfigError) as err:
-        auto_class_keys(cfg)
-    assert "head.num_classes: num_classes must be a number or 'auto', got 'ten'" in str(err.value)
+        run.validate(cfg)
+    assert "model.head.num_classes: expected int, got str 'ten'" in str(err.value)
 
 
 def test_a_dataset_without_class_names_cannot_fill_auto():

@@ -84,7 +84,7 @@ def test_export_drops_optimizer_state_and_still_predicts(trained):
     out = run_cli("export", "runs/cli/last.pt", "--out", "slim.pt", cwd=trained)
     assert out.returncode == 0, out.stderr
     slim = load_checkpoint(trained / "slim.pt")
-    assert set(slim) == {"model", "classes", "config", "cvkit_version"}
+    assert set(slim) == {"model", "classes", "cat_ids", "config", "cvkit_version"}
     full_size = (trained / "runs" / "cli" / "last.pt").stat().st_size
     assert (trained / "slim.pt").stat().st_size < full_size
     out = run_cli("eval", "c.yaml", "--checkpoint", "slim.pt", "--out", "ev2", cwd=trained)

@@ -92,15 +92,14 @@ def test_resume_from_an_exported_weights_file(trained):
     assert "KeyError" not in text
 
 
-def test_resume_with_the_config_of_another_model(trained):
+def test_resume_with_the_config_of_another_model_is_refused_before_building(trained):
     folder, _ = trained
     config = (folder / "runs" / "cli" / "config.yaml").read_text()
     out = run_cli("train", "c.yaml", "model.backbone.width=8", "--resume", "runs/cli", cwd=folder)
-    text = _fails(out)
-    assert "checkpoint 'runs/cli/last.pt' does not fit this model: " in text
-    shape = "backbone.stages.0.0.0.weight: checkpoint (4, 3, 3, 3) vs model (8, 3, 3, 3)"
-    assert f"shape: {shape}" in text
-    assert "pass the config it was trained with (runs/cli/config.yaml)" in text
+    # refused before the model is built: the config differs from the checkpoint's own
+    text = _fails(out, 2)
+    assert "cannot resume runs/cli/last.pt with other settings than it was trained with: " in text
+    assert "model.backbone.width: 4 -> 8 (the command line)" in text
     assert "RuntimeError" not in text
     # the failed resume left the run's config, the one the message points to, as it was
     assert (folder / "runs" / "cli" / "config.yaml").read_text() == config

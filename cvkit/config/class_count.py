@@ -63,14 +63,9 @@ def _auto_components(node: Any, path: str, key: str) -> Iterator[tuple[str, dict
 
 def _needs_count(node: dict[str, Any], key: str | None) -> bool:
     value = node.get("num_classes")
-    if isinstance(value, str):
-        if value != AUTO:
-            raise ConfigError(
-                f"num_classes must be a number or '{AUTO}', got {value!r}",
-                where=f"{key or 'model'}.num_classes",
-                hints=[f"write num_classes: {AUTO} to take the count from the training data"],
-            )
+    if value == AUTO:
         return True
+    # any other value is the user's, checked against the class's annotation like every value
     if "num_classes" in node or not isinstance(node.get("type"), str):
         return False
     try:
