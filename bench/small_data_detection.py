@@ -21,6 +21,7 @@ for the epochs that fit in the Faster R-CNN template's time. Goal: the RetinaNet
 within 5 AP points of the Faster R-CNN template at equal training time.
 
     python bench/small_data_detection.py towers templates          # ~30 min on 2 cores
+    python bench/small_data_detection.py towers --only "warmup 100"  # two of the tower runs
     python bench/small_data_detection.py towers --smoke            # seconds: 1 step each
 
 Run it on a quiet machine: the times are wall clock. Results: a table on stdout and
@@ -46,12 +47,15 @@ DEEP = ["model.head.num_convs=4"]
 GN_HE = [*DEEP, "model.head.norm=GN", "model.head.norm_groups=16", "model.head.tower_init=kaiming"]
 # the head and neck at LR 2e-3, the backbone at the configs' 1e-3
 HEAD_LR = ["train.optimizer.lr=2e-3", "train.param_groups.backbone_lr_mult=0.5"]
+WARMUP = "train.schedule.warmup_steps=100"  # the configs warm up over 50 steps
 TOWERS = {  # label: (config, overrides)
     "P3-P5, 2 convs (the demo)": (DEMO, []),
     "P3-P5, 4 convs": (DEMO, DEEP),
     "P3-P5, 4 convs, GN + He init": (DEMO, GN_HE),
     "P3-P5, 4 convs, GN + He init, head LR 2x": (DEMO, [*GN_HE, *HEAD_LR]),
     "P3-P5, 2 convs, head LR 2x": (DEMO, HEAD_LR),
+    "P3-P5, 4 convs, GN + He init, head LR 2x, warmup 100": (DEMO, [*GN_HE, *HEAD_LR, WARMUP]),
+    "P3-P5, 2 convs, warmup 100": (DEMO, [WARMUP]),
     "P2-P5 + GIoU, 2 convs": (P2, []),
     "P2-P5 + GIoU, 4 convs, GN + He init, head LR 2x": (P2, [*GN_HE, *HEAD_LR]),
 }
@@ -68,6 +72,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--smoke", action="store_true", help="one step per run, 16+8 images, 2 tower runs"
     )
+    p.add_argument("--only", help="towers: only the runs whose label contains this")
     p.add_argument("--work-dir", type=Path, default=Path("runs/bench_small_data"))
     p.add_argument("--out", type=Path, default=RESULTS)
     return p.parse_args()
@@ -88,6 +93,8 @@ def train(cfg_path: str | Path, overrides: list[str], name: str, args) -> dict:
 def towers(args) -> dict:
     data = ["data.train.num_images=16", "data.val.num_images=8"] if args.smoke else []
     runs = list(TOWERS.items())
+    if args.only:
+        runs = [(label, run) for label, run in runs if args.only in label]
     if args.smoke:  # the first and the last: both configs, every override
         runs = [runs[0], runs[-1]]
     return {

@@ -10,7 +10,7 @@ import pytest
 from cvkit.config import from_dict, yaml_io
 from cvkit.engine import run
 from cvkit.engine.checkpoint import load_checkpoint
-from cvkit.engine.resume import plan_resume
+from cvkit.engine.resume import describe_changes, plan_resume
 from cvkit.errors import ConfigError
 from tests.conftest import run_cli
 
@@ -161,3 +161,21 @@ def _tiny_dict(tmp_path):
     data["run_dir"] = str(tmp_path)
     data["model"]["head"]["dropout"] = 0.0
     return data
+
+
+def test_a_recorded_change_the_checkpoint_never_saw_is_applied_and_named(finished, tmp_path):
+    """A resume that changed train.epochs and stopped before its first checkpoint: the next
+    resume applies the recorded change again, and says where it came from."""
+    _, run_dir, _, _ = finished
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for name in ("config.yaml", "last.pt", "resumes.jsonl"):
+        (copy / name).write_bytes((run_dir / name).read_bytes())
+    record = {"checkpoint": "last.pt", "step": 8, "epoch": 2, "changes": {"train.epochs": [2, 4]}}
+    with (copy / "resumes.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    plan = plan_resume(copy, None)
+    assert plan.changes == {"train.epochs": (2, 4)}
+    assert describe_changes(plan.changes, plan.cfg) == [
+        f"train.epochs: 2 -> 4 ({copy / 'resumes.jsonl'})"
+    ]

@@ -118,7 +118,10 @@ def run_config(checkpoint: Path, state: dict[str, Any]) -> Config:
     if not (checkpoint.parent / "config.yaml").is_file():
         return trained_config(checkpoint, state)
     cfg = _folder_config(checkpoint)
-    apply_overrides(cfg, recorded_overrides(checkpoint.parent))
+    recorded = recorded_overrides(checkpoint.parent)
+    apply_overrides(cfg, recorded)
+    for text in recorded:  # their origin is the record, not this command line
+        cfg.origins[".".join(parse_override(text)[0])] = str(checkpoint.parent / RESUMES_FILE)
     return cfg
 
 

@@ -37,7 +37,8 @@ class RetinaHead(nn.Module):
             output convs start at N(0, 0.01) and the class prior either way. With Adam and
             narrow towers, N(0, 0.01) shrinks the signal about 6x per 64-channel conv, and
             with GroupNorm it makes every Adam step a large turn of the weights; deep towers
-            then train slowly (``bench/small_data_detection.py``).
+            then train slowly. ``norm="GN"`` with ``"kaiming"`` (and the head at twice the
+            backbone's LR, a longer warmup) trains them (``bench/small_data_detection.py``).
 
     Shapes: ``[Tensor[B, C, H_l, W_l]]`` -> ``([Tensor[B, H_l*W_l*A, K]], [Tensor[B, H_l*W_l*A,
     4]])``.
