@@ -12,6 +12,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The model of the command-line tests that train for a few seconds on 16 px digits.
+TINY_CLASSIFIER = """
+model:
+  type: ImageClassifier
+  backbone: {type: TinyNet, width: 4}
+  neck: {type: GlobalPool}
+  head: {type: ClsHead, num_classes: 10}
+  preprocessor: {type: Preprocessor, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], input_size: 16}
+"""
+
 
 @pytest.fixture
 def write(tmp_path: Path):

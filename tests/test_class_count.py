@@ -4,7 +4,12 @@ fills, what a run prints and stores, eval/predict filling it from the checkpoint
 import pytest
 
 from cvkit.config import from_dict
-from cvkit.config.class_count import auto_class_keys, fill_class_count, with_check_count
+from cvkit.config.class_count import (
+    auto_class_keys,
+    fill_class_count,
+    fill_from_classes,
+    with_check_count,
+)
 from cvkit.engine import run
 from cvkit.errors import ConfigError
 from tests.conftest import run_cli
@@ -55,14 +60,16 @@ def test_a_word_other_than_auto_is_checked_as_a_number():
     assert "model.head.num_classes: expected int, got str 'ten'" in str(err.value)
 
 
-def test_a_dataset_without_class_names_cannot_fill_auto():
+def test_a_source_without_class_names_cannot_fill_auto():
     cfg = from_dict({"model": {"type": "ImageClassifier", "head": {"num_classes": "auto"}}})
-
-    class Unnamed:
-        classes = None
-
-    with pytest.raises(ConfigError, match=r"model.head.num_classes is auto, but data.train"):
-        run.classes_from_data(cfg, Unnamed())
+    with pytest.raises(ConfigError) as err:
+        fill_from_classes(cfg, [], "data.train (Unnamed)")
+    assert str(err.value).splitlines() == [
+        "model.head.num_classes: model.head.num_classes is auto, but data.train (Unnamed) has "
+        "no class names to count",
+        "  set model.head.num_classes to the number of classes",
+    ]
+    assert fill_from_classes(from_dict({"model": {"type": "ImageClassifier"}}), [], "x") == []
 
 
 CONFIG = """

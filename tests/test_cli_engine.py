@@ -7,16 +7,11 @@ import numpy as np
 import pytest
 
 from cvkit.engine.checkpoint import load_checkpoint
-from tests.conftest import run_cli
+from tests.conftest import TINY_CLASSIFIER, run_cli
 
-CONFIG = """
-model:
-  type: ImageClassifier
-  backbone: {type: TinyNet, width: 4}
-  neck: {type: GlobalPool}
-  head: {type: ClsHead, num_classes: 10}
-  preprocessor: {type: Preprocessor, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], input_size: 16}
-data:
+CONFIG = (
+    TINY_CLASSIFIER
+    + """data:
   train: {type: DigitsClassification, split: train, image_size: 16}
   val: {type: DigitsClassification, split: val, image_size: 16}
   batch_size: 128
@@ -25,6 +20,7 @@ train: {epochs: 1, optimizer: {type: SGD, lr: 0.1, momentum: 0.9}, tensorboard: 
 run_dir: runs
 name: cli
 """
+)
 
 
 @pytest.fixture(scope="module")

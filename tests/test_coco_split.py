@@ -20,8 +20,8 @@ import torch
 
 import cvkit
 from cvkit.config import from_dict
+from cvkit.config.class_count import fill_from_classes
 from cvkit.data.coco import CocoDetection, _split_groups
-from cvkit.engine import run
 from cvkit.engine.tasks.detection import DetectionTask
 from cvkit.evaluation.coco_map import evaluate_coco
 from cvkit.registry import DATASETS
@@ -175,7 +175,7 @@ def test_num_classes_auto_counts_every_category_of_the_file(coco_file):
     cfg = from_dict(
         {"model": {"type": "RetinaNet", "head": {"type": "RetinaHead", "num_classes": "auto"}}}
     )
-    assert run.classes_from_data(cfg, val) == ["model.head.num_classes"]
+    assert fill_from_classes(cfg, val.classes, "data.val") == ["model.head.num_classes"]
     assert cfg.get("model.head.num_classes") == 3
 
 

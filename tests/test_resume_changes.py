@@ -12,16 +12,11 @@ from cvkit.engine import run
 from cvkit.engine.checkpoint import load_checkpoint
 from cvkit.engine.resume import describe_changes, plan_resume
 from cvkit.errors import ConfigError
-from tests.conftest import run_cli
+from tests.conftest import TINY_CLASSIFIER, run_cli
 
-CONFIG = """
-model:
-  type: ImageClassifier
-  backbone: {type: TinyNet, width: 4}
-  neck: {type: GlobalPool}
-  head: {type: ClsHead, num_classes: 10}
-  preprocessor: {type: Preprocessor, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], input_size: 16}
-data:
+CONFIG = (
+    TINY_CLASSIFIER
+    + """data:
   train: {type: DigitsClassification, split: train, per_class: 25, image_size: 16}
   val: {type: DigitsClassification, split: val, per_class: 6, image_size: 16}
   batch_size: 64
@@ -36,6 +31,7 @@ eval: {plots: false}
 run_dir: runs
 name: ext
 """
+)
 
 
 def _fails(out, code: int) -> str:

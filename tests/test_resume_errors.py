@@ -6,16 +6,11 @@ import re
 import pytest
 
 from cvkit.engine.predict import export_weights
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, TINY_CLASSIFIER, run_cli
 
-CONFIG = """
-model:
-  type: ImageClassifier
-  backbone: {type: TinyNet, width: 4}
-  neck: {type: GlobalPool}
-  head: {type: ClsHead, num_classes: 10}
-  preprocessor: {type: Preprocessor, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], input_size: 16}
-data:
+CONFIG = (
+    TINY_CLASSIFIER
+    + """data:
   train: {type: DigitsClassification, split: train, image_size: 16}
   val: {type: DigitsClassification, split: val, image_size: 16}
   batch_size: 128
@@ -30,6 +25,7 @@ eval: {plots: false}
 run_dir: runs
 name: cli
 """
+)
 
 
 @pytest.fixture(scope="module")

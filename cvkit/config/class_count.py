@@ -8,6 +8,7 @@ stated number stays what it is, and the engine checks it against the data.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Iterator
 from typing import Any
@@ -41,15 +42,30 @@ def fill_class_count(cfg: Config, count: int, origin: str) -> list[str]:
     return filled
 
 
+def fill_from_classes(cfg: Config, classes: list[str], source: str) -> list[str]:
+    """``fill_class_count`` with the number of ``classes``, the class names of ``source``
+    (``data.train (CocoDetection)``, ``checkpoint 'runs/x/last.pt'``); returns the paths.
+
+    Raises:
+        ConfigError: a count is to be filled but ``source`` has no class names.
+    """
+    keys = auto_class_keys(cfg)
+    if keys and not classes:
+        raise ConfigError(
+            f"{keys[0]} is auto, but {source} has no class names to count",
+            where=keys[0],
+            hints=[f"set {key} to the number of classes" for key in keys],
+        )
+    return fill_class_count(cfg, len(classes), f"the classes of {source}") if keys else []
+
+
 def with_check_count(spec: Any) -> Any:
-    """A copy of a component spec whose ``auto`` (or missing, required) class counts are 1,
-    for checking the rest of the spec before the data has said how many there are."""
-    if not isinstance(spec, dict):
-        return spec
-    out = {k: with_check_count(v) if isinstance(v, dict) else v for k, v in spec.items()}
-    if _needs_count(spec, None):
-        out["num_classes"] = 1
-    return out
+    """A copy of a model spec whose ``auto`` (or missing, required) class counts are 1, for
+    checking the rest of the spec before the data has said how many there are."""
+    spec = copy.deepcopy(spec)
+    for _, component in _auto_components(spec, "model", "model"):
+        component["num_classes"] = 1
+    return spec
 
 
 def _auto_components(node: Any, path: str, key: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -61,7 +77,7 @@ def _auto_components(node: Any, path: str, key: str) -> Iterator[tuple[str, dict
         yield from _auto_components(child, f"{path}.{child_key}", child_key)
 
 
-def _needs_count(node: dict[str, Any], key: str | None) -> bool:
+def _needs_count(node: dict[str, Any], key: str) -> bool:
     value = node.get("num_classes")
     if value == AUTO:
         return True
@@ -69,7 +85,7 @@ def _needs_count(node: dict[str, Any], key: str | None) -> bool:
     if "num_classes" in node or not isinstance(node.get("type"), str):
         return False
     try:
-        cls = resolve(node["type"], registry_for_arg(key) if key else None)
+        cls = resolve(node["type"], registry_for_arg(key))
     except ConfigError:
         return False  # the schema check names the unknown type
     param = parameters(cls)[0].get("num_classes")

@@ -151,12 +151,19 @@ def is_known_key(keys: list[str], parent: dict[str, Any]) -> bool:
 
 def _takes_argument(component: dict[str, Any], key: str, arg: str) -> bool:
     """Whether the class ``component["type"]`` names (under argument ``key``) takes ``arg``."""
-    try:
-        cls = resolve(component["type"], registry_for_arg(key))
-    except ConfigError:
+    cls = _component_class(component, key)
+    if cls is None:
         return False
     params, _, var_kw = parameters(cls)
     return arg in params or var_kw
+
+
+def _component_class(component: dict[str, Any], key: str) -> Any:
+    """The class ``component["type"]`` names under argument ``key``; None if none does."""
+    try:
+        return resolve(component["type"], registry_for_arg(key))
+    except ConfigError:
+        return None
 
 
 def is_section(keys: list[str]) -> bool:
@@ -198,9 +205,8 @@ def default_of(keys: list[str], data: dict[str, Any]) -> Any:
     parent = node.get(keys[-2]) if isinstance(node, dict) and len(keys) >= 2 else None
     if not (isinstance(parent, dict) and isinstance(parent.get("type"), str)):
         return NO_DEFAULT
-    try:
-        component = resolve(parent["type"], registry_for_arg(keys[-2]))
-    except ConfigError:
+    component = _component_class(parent, keys[-2])
+    if component is None:
         return NO_DEFAULT
     param = parameters(component)[0].get(keys[-1])
     if param is None or param.default is param.empty:

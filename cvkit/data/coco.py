@@ -20,7 +20,7 @@ import torch
 
 from cvkit.coco_file import image_paths, load_coco_json
 from cvkit.data.image_io import read_image
-from cvkit.data.splits import select_split
+from cvkit.data.splits import check_split, select_split
 from cvkit.data.transforms import compose_detection
 from cvkit.ops import box_convert
 from cvkit.registry import DATASETS
@@ -109,8 +109,7 @@ class CocoDetection:
     ) -> None:
         if isinstance(min_box_size, bool) or not min_box_size >= 0:
             raise ValueError(f"min_box_size must be a number >= 0, got {min_box_size!r}")
-        # The split's arguments are checked before a large file is read: on one stand-in sample.
-        select_split(np.zeros(1, dtype=np.int64), split, val_fraction=val_fraction, seed=seed)
+        check_split(split, val_fraction, seed)  # before a large file is read
         self.ann_file, self.image_dir = str(ann_file), str(image_dir)
         data = load_coco_json(self.ann_file)
         names = {c["id"]: c["name"] for c in data["categories"]}

@@ -40,9 +40,7 @@ def stratified_split(
             or ``seed`` is not a non-negative integer.
     """
     labels = _check_labels(labels)
-    ok = isinstance(val_fraction, numbers.Real) and not isinstance(val_fraction, bool)
-    if not ok or not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
+    _check_fraction(val_fraction)
     rng = _rng(seed)
     val = []
     for members in _members_by_class(labels):
@@ -114,8 +112,7 @@ def select_split(
         ValueError: for an unknown ``split``, a ``fold`` without ``folds``, or any error
             of ``stratified_split`` and ``kfold_indices``.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
+    _check_split_name(split)
     if folds is None and fold != 0:
         raise ValueError(f"fold={fold} is set but folds is not: set folds (e.g. 5) for k-fold")
     if folds is None:
@@ -125,6 +122,25 @@ def select_split(
     if split == "all":
         return np.arange(len(train_idx) + len(val_idx), dtype=np.int64)
     return train_idx if split == "train" else val_idx
+
+
+def check_split(split: str, val_fraction: float, seed: int) -> None:
+    """Raise what ``select_split`` would for these arguments, before any labels are read
+    (a dataset whose labels come from a large file checks them first)."""
+    _check_split_name(split)
+    _check_fraction(val_fraction)
+    _rng(seed)
+
+
+def _check_split_name(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
+
+
+def _check_fraction(val_fraction: float) -> None:
+    ok = isinstance(val_fraction, numbers.Real) and not isinstance(val_fraction, bool)
+    if not ok or not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be a number in (0, 1), got {val_fraction!r}")
 
 
 def _check_labels(labels: Sequence[Any] | np.ndarray) -> np.ndarray:

@@ -13,8 +13,9 @@ from typing import Any
 from cvkit import __version__
 from cvkit.builder import build
 from cvkit.config import Config
+from cvkit.config.class_count import fill_from_classes
 from cvkit.engine.checkpoint import load_checkpoint, save_checkpoint
-from cvkit.engine.run import build_model, classes_from_checkpoint, validate
+from cvkit.engine.run import build_model, validate
 from cvkit.engine.tasks import PredictRequest, task_of
 from cvkit.engine.weights import inference_weights, load_model_weights
 
@@ -44,7 +45,7 @@ def predict(
     """
     images = expand_images(images)
     state = load_checkpoint(checkpoint)
-    classes_from_checkpoint(cfg, state, checkpoint)
+    fill_from_classes(cfg, list(state.get("classes") or []), f"checkpoint {str(checkpoint)!r}")
     settings = validate(cfg)
     model = build_model(settings, cfg, pretrained=False)  # the checkpoint's weights replace them
     load_model_weights(model, inference_weights(state), Path(checkpoint))

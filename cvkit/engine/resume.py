@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from cvkit.config import Config, load_config
-from cvkit.config.class_count import auto_class_keys, fill_class_count
+from cvkit.config.class_count import fill_from_classes
 from cvkit.config.load import apply_overrides, from_dict, parse_override
 from cvkit.config.schema import CHANGEABLE_ON_RESUME as CHANGEABLE
 from cvkit.config.schema import NO_DEFAULT, default_of
@@ -97,8 +97,7 @@ def plan_resume(
     else:
         cfg = run_config(checkpoint, state)
         apply_overrides(cfg, overrides)
-    if auto_class_keys(cfg) and state.get("classes"):
-        fill_class_count(cfg, len(state["classes"]), f"the classes of {checkpoint}")
+    fill_from_classes(cfg, list(state.get("classes") or []), f"checkpoint {str(checkpoint)!r}")
     changes = config_changes(trained.data, cfg.data)
     _check_changes(changes, cfg, state, checkpoint, trained)
     return ResumePlan(checkpoint, state, cfg, changes)

@@ -16,7 +16,7 @@ from torch import nn
 from cvkit import __version__, plugins
 from cvkit.builder import build, plan
 from cvkit.config import Config
-from cvkit.config.class_count import auto_class_keys, fill_class_count, with_check_count
+from cvkit.config.class_count import fill_from_classes, with_check_count
 from cvkit.config.settings import RunSettings, parse_settings
 from cvkit.data.loader import build_loader
 from cvkit.engine import hooks as H
@@ -183,48 +183,14 @@ def _num_classes_key(cfg: Config) -> str:
 def new_run_dir(settings: RunSettings) -> Path:
     """``<run_dir>/<name>``, or ``<name>_2``, ``_3``... if taken: a run never overwrites one.
 
-    Only the path: the folder is made when the run starts (``_start_run_dir``), after every
-    check, so a run that fails them leaves nothing behind."""
+    Only the path: ``train`` makes the folder once the trainer is built, after every check,
+    so a run that fails them leaves nothing behind."""
     base = Path(settings.run_dir) / settings.name
     path, n = base, 1
     while path.exists() and any(path.iterdir()):
         n += 1
         path = base.with_name(f"{base.name}_{n}")
     return path
-
-
-def classes_from_data(cfg: Config, dataset: Any) -> list[str]:
-    """Fill ``num_classes: auto`` (or left out) from the training set's classes, in place.
-
-    Returns the paths it filled. Raises ConfigError when one is to be filled but the
-    dataset does not list its classes."""
-    keys = auto_class_keys(cfg)
-    if not keys:
-        return []
-    classes = list(getattr(dataset, "classes", None) or [])
-    if not classes:
-        raise ConfigError(
-            f"{keys[0]} is auto, but data.train ({type(dataset).__name__}) does not list its "
-            "classes",
-            where=keys[0],
-            hints=[f"set {key} to the number of classes" for key in keys],
-        )
-    return fill_class_count(cfg, len(classes), "data.train's classes")
-
-
-def classes_from_checkpoint(cfg: Config, state: dict[str, Any], checkpoint: Any) -> list[str]:
-    """Fill ``num_classes: auto`` from the class names a checkpoint stores, in place."""
-    keys = auto_class_keys(cfg)
-    classes = list(state.get("classes") or [])
-    if not keys:
-        return []
-    if not classes:
-        raise ConfigError(
-            f"{keys[0]} is auto, but checkpoint {str(checkpoint)!r} stores no class names",
-            where=keys[0],
-            hints=[f"set {key} to the number of classes the model was trained on" for key in keys],
-        )
-    return fill_class_count(cfg, len(classes), f"the classes of {checkpoint}")
 
 
 def class_map(classes: list[str], cat_ids: list[int] | None, limit: int = 12) -> str:
@@ -268,7 +234,9 @@ def train(cfg: Config | None, resume: str | os.PathLike | ResumePlan | None = No
             where="data.train",
             hints=["add `data: {train: {type: ...}}`; `cvkit list datasets`"],
         )
-    filled = classes_from_data(cfg, datasets["train"])
+    train_set = datasets["train"]
+    source = f"data.train ({type(train_set).__name__})"
+    filled = fill_from_classes(cfg, list(getattr(train_set, "classes", None) or []), source)
     if filled:
         settings = validate(cfg)
     model = build_model(settings, cfg)
@@ -446,7 +414,7 @@ def evaluate(
 
     The checkpoint file and the data are checked before the model is built."""
     state = load_checkpoint(checkpoint)
-    classes_from_checkpoint(cfg, state, checkpoint)
+    fill_from_classes(cfg, list(state.get("classes") or []), f"checkpoint {str(checkpoint)!r}")
     settings = validate(cfg)
     datasets = build_datasets(settings, cfg, (split,))
     if split not in datasets:
