@@ -24,22 +24,65 @@ def main(argv: list[str] | None = None) -> int:
     import cvkit
     from cvkit import plugins
 
+    rank = _rank_label()
     try:
         if args.plugin:
             plugins.import_plugins(args.plugin, "--plugin")
         return args.func(args) or 0
     except cvkit.ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        # every process of a distributed run reads the same config and files: rank 0 says it
+        if not rank or rank.startswith("rank 0 "):
+            print(f"error: {err}", file=sys.stderr)
         return 2
     except (FileNotFoundError, ValueError, FloatingPointError) as err:
         # bad input (a missing file, an unreadable image, a checkpoint that is cut short, of
         # another model or not resumable: CheckpointError, a NaN loss): the message names the
-        # file, key or step; a traceback would only hide it
-        print(f"error: {err}", file=sys.stderr)
+        # file, key or step; a traceback would only hide it. Under torchrun it may be one
+        # process's data alone: the message names the process.
+        print(f"error{f' ({rank})' if rank else ''}: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BaseException as exc:
+        if rank and _lost_a_peer(exc):
+            # another process failed first (its message is above) or was stopped; torchrun
+            # then ends this one: one line, not a traceback of where it was waiting
+            print(
+                f"error ({rank}): stopped because another process of the run stopped "
+                "(its error is above)",
+                file=sys.stderr,
+            )
+            return 1
+        if rank:  # torchrun ends every process when one fails; say which failed first
+            print(f"error ({rank}): cvkit failed; traceback below", file=sys.stderr)
+        raise
+    finally:
+        if rank:
+            from cvkit.engine.distributed import teardown
+
+            teardown()
+
+
+def _rank_label() -> str:
+    """``rank 1 of 2`` in a process torchrun started, else ``""``."""
+    from cvkit.engine.distributed import from_environment
+
+    processes = from_environment()
+    return processes.describe() if processes.distributed else ""
+
+
+def _lost_a_peer(exc: BaseException) -> bool:
+    from cvkit.engine.distributed import lost_a_peer
+
+    return lost_a_peer(exc)
+
+
+def is_main_process() -> bool:
+    """False in the processes torchrun started other than rank 0: they print nothing."""
+    from cvkit.engine.distributed import from_environment
+
+    return from_environment().is_main
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -404,6 +447,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     report = evaluate(
         load_config(args.config, args.overrides), args.checkpoint, args.split, args.out
     )
+    if not is_main_process():
+        return 0
     for key, value in report["metrics"].items():
         print(f"{key:>16}: {value:.4f}")
     return 0
@@ -478,12 +523,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     cfg = load_config(DEMO_CONFIG, args.overrides)
     if not cfg.get("name"):  # the run folder keeps the demo's name, not the config's stem
         cfg.data["name"] = DEMO_NAME
-    print(f"cvkit demo: training {cfg.get('model.type')} on shapes drawn on real photos")
+    if is_main_process():
+        print(f"cvkit demo: training {cfg.get('model.type')} on shapes drawn on real photos")
     _print_result(train(cfg))
     return 0
 
 
 def _print_result(result) -> None:
+    if not is_main_process():
+        return
     for key, value in result.metrics.items():
         print(f"{key:>10}: {value:.4f}")
     print(f"run folder: {result.run_dir}")

@@ -93,3 +93,16 @@ def test_small_data_detection_runs_towers_and_templates(tmp_path, shapes_cache):
     for runs in report.values():
         for r in runs.values():
             assert 0.0 <= r["AP"] <= 1.0 and r["seconds"] > 0
+
+
+def test_ddp_scaling_times_one_and_two_processes(shapes_cache, tmp_path):
+    out = run_bench(
+        "ddp_scaling.py",
+        *("--steps", "3", "--warmup", "1", "--rounds", "1", "--batch", "2"),
+        *("--out", str(tmp_path / "ddp_scaling.json")),
+        env=shapes_cache,
+    )
+    rows = re.findall(r"^(\dx\d)\s+([0-9.]+)\s+([0-9.]+)$", out, flags=re.M)
+    assert [layout for layout, _, _ in rows] == ["1x2", "2x1"]
+    assert all(float(rate) > 0 for _, rate, _ in rows)
+    assert json.loads((tmp_path / "ddp_scaling.json").read_text())["rows"][1]["layout"] == "2x1"

@@ -65,7 +65,7 @@ def test_resume_mid_epoch_ends_with_the_same_weights_bit_for_bit(tmp_path):
     full = run.train(from_dict(tiny(tmp_path, "full", **common)))
     part = run.train(from_dict(tiny(tmp_path, "part", max_steps=4, **common)))
     stopped = load_checkpoint(part.run_dir / "last.pt")
-    assert stopped["trainer"] == {"epoch": 0, "step": 4, "batch_in_epoch": 8}  # mid-epoch
+    assert stopped["trainer"] == {"epoch": 0, "step": 4, "batch_in_epoch": 8, "world_size": 1}
     resumed_cfg = tiny(tmp_path, "part", **common)
     resumed_cfg["data"]["num_workers"] = 1  # the data order and augmentation do not depend on it
     resumed = run.train(from_dict(resumed_cfg), resume=part.run_dir)

@@ -45,7 +45,7 @@ def test_unknown_argument_names_path_suggests_and_lists_accepted(chain):
     assert str(err).splitlines() == [
         "model.backbone.widht: TinyNet got an unknown argument 'widht'",
         "  did you mean 'width'?",
-        "  TinyNet accepts: width=32, out_indices=(-1,), in_chans=3",
+        "  TinyNet accepts: width=32, out_indices=(-1,), in_chans=3, norm='batch'",
         "  in child.yaml (_base_ chain: child.yaml -> _base_/model.yaml)",
     ]
 

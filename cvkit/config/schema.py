@@ -29,6 +29,8 @@ CHANGEABLE_ON_RESUME = {
     "train.checkpoint_interval": "checkpoint cadence",
     "train.tensorboard": "logging",
     "train.device": "where it runs",
+    "train.dist.backend": "how the processes talk",
+    "train.dist.timeout_minutes": "how long a process waits for the others",
     "eval.interval": "evaluation cadence",
     "eval.patience": "early stopping",
     "eval.plots": "the final report",
@@ -46,7 +48,7 @@ class DataSettings:
     train: dict[str, Any] | None = None
     val: dict[str, Any] | None = None
     test: dict[str, Any] | None = None
-    batch_size: int = 32
+    batch_size: int = 32  # per process: a run on N processes takes N x this per step
     val_batch_size: int | None = None  # defaults to batch_size
     num_workers: int | Literal["auto"] = "auto"  # auto: min(4, CPU cores - 1)
     prefetch_factor: int = 2  # batches each worker prepares ahead
@@ -68,6 +70,23 @@ class EMASettings:
 
     decay: float = 0.9998
     warmup_steps: int = 2000  # decay ramps up as (1 + t) / (10 + t) until then
+
+
+@dataclass
+class DistSettings:
+    """``train.dist:``: how the processes of a distributed run (``torchrun``) talk."""
+
+    backend: Literal["auto", "nccl", "gloo"] = "auto"  # auto: NCCL on CUDA, gloo on the CPU
+    timeout_minutes: float = 30.0  # how long a process waits for the others at a collective
+
+
+@dataclass
+class AutoScaleLRSettings:
+    """``train.auto_scale_lr:``: the linear scaling rule. Every group's LR is multiplied by
+    (effective batch) / ``base_batch_size``, the effective batch being ``data.batch_size`` x
+    processes x ``train.accumulate``."""
+
+    base_batch_size: int  # the effective batch the config's learning rates were set for
 
 
 @dataclass
@@ -93,6 +112,9 @@ class TrainSettings:
     log_interval: int = 20
     checkpoint_interval: int = 1  # epochs between last.pt writes (and at the end)
     tensorboard: bool = True
+    dist: DistSettings = field(default_factory=DistSettings)
+    sync_bn: bool = False  # batch norm over all processes' batches (several CUDA processes)
+    auto_scale_lr: AutoScaleLRSettings | None = None  # LR x effective batch / base
 
 
 @dataclass

@@ -23,35 +23,78 @@ from cvkit.data.collate import collate_classification
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields ``(epoch, index)`` pairs: a seeded order per epoch, from a start position.
+    """Yields ``(epoch, index)`` pairs: a seeded order per epoch, from a start position, of
+    one process's shard.
+
+    The epoch's order depends on ``(seed, epoch)`` alone, so every process of a distributed
+    run draws the same one and takes every ``world_size``-th sample of it from ``rank`` on
+    (``order[rank::world_size]``). Batch ``k`` of all processes together then holds the same
+    samples as batch ``k`` of one process with a ``world_size`` times larger batch.
 
     Args:
         size: dataset length.
         shuffle: draw a permutation per epoch (from ``seed`` and the epoch) or keep order.
         seed: the run's seed.
+        rank: this process's place in the run, ``0 <= rank < world_size``.
+        world_size: processes that share the epoch.
+        even: pad the order to a multiple of ``world_size`` with its first samples (as
+            ``torch.utils.data.DistributedSampler`` does), so every process takes the same
+            number of batches, as the gradient all-reduce needs; ``False`` (evaluation)
+            gives each sample to exactly one process and the shards differ by at most one.
     """
 
-    def __init__(self, size: int, shuffle: bool, seed: int = 0) -> None:
+    def __init__(
+        self,
+        size: int,
+        shuffle: bool,
+        seed: int = 0,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        even: bool = True,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"EpochSampler: rank {rank} is outside world size {world_size}")
         self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world_size, self.even = rank, world_size, even
         self.epoch = 0
         self.start = 0
 
+    @property
+    def num_samples(self) -> int:
+        """Samples in this process's shard of a whole epoch."""
+        if self.even:
+            return -(-self.size // self.world_size)
+        return len(range(self.rank, self.size, self.world_size))
+
     def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Use ``epoch``'s order from sample ``start`` on (a resumed run's position)."""
+        """Use ``epoch``'s order from sample ``start`` of this shard on (a resumed run's
+        position)."""
         self.epoch, self.start = epoch, start
 
     def order(self, epoch: int) -> list[int]:
+        """The whole epoch's order, the same in every process."""
         if not self.shuffle:
             return list(range(self.size))
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         return torch.randperm(self.size, generator=g).tolist()
 
+    def shard(self, epoch: int) -> list[int]:
+        """This process's part of ``order(epoch)``."""
+        order = self.order(epoch)
+        if self.world_size == 1:
+            return order
+        if self.even and order:
+            padding = self.num_samples * self.world_size - len(order)
+            order = order + (order * -(-padding // len(order)))[:padding]
+        return order[self.rank :: self.world_size]
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        for index in self.order(self.epoch)[self.start :]:
+        for index in self.shard(self.epoch)[self.start :]:
             yield self.epoch, index
 
     def __len__(self) -> int:
-        return self.size - self.start
+        return max(0, self.num_samples - self.start)
 
 
 class SeededSamples(Dataset):
@@ -72,10 +115,12 @@ class SeededSamples(Dataset):
         return self.dataset[index]
 
 
-def resolve_workers(num_workers: int | str) -> int:
-    """``"auto"`` -> min(4, CPU cores - 1): decoding runs beside training, one core spare."""
+def resolve_workers(num_workers: int | str, processes: int = 1) -> int:
+    """``"auto"`` -> min(4, this process's CPU cores - 1): decoding runs beside training,
+    one core spare. ``processes``: training processes on this machine, which share its
+    cores (``LOCAL_WORLD_SIZE`` under torchrun)."""
     if num_workers == "auto":
-        return max(0, min(4, (os.cpu_count() or 1) - 1))
+        return max(0, min(4, (os.cpu_count() or 1) // max(1, processes) - 1))
     return int(num_workers)
 
 
@@ -90,14 +135,28 @@ def build_loader(
     prefetch_factor: int = 2,
     pin_memory: bool = False,
     collate_fn=collate_classification,
+    rank: int = 0,
+    world_size: int = 1,
+    even: bool = True,
 ) -> DataLoader:
     """A DataLoader over ``(epoch, index)`` keys; ``loader.sampler.set_epoch`` picks the epoch.
+
+    Args:
+        rank, world_size, even: this process's shard of each epoch (see ``EpochSampler``);
+            ``batch_size`` is per process.
 
     Returns:
         a DataLoader whose ``sampler`` is an ``EpochSampler``.
     """
     workers = resolve_workers(num_workers)
-    sampler = EpochSampler(len(dataset), shuffle, seed)  # type: ignore[arg-type]
+    sampler = EpochSampler(
+        len(dataset),  # type: ignore[arg-type]
+        shuffle,
+        seed,
+        rank=rank,
+        world_size=world_size,
+        even=even,
+    )
     return DataLoader(
         SeededSamples(dataset, seed),
         batch_size=batch_size,

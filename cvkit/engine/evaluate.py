@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cvkit.engine import distributed
 from cvkit.models.tasks.protocol import TaskModel
 
 
@@ -44,12 +45,19 @@ def evaluate(
 ) -> Evaluation:
     """Score ``model`` on every batch of ``loader`` (in the loader's fixed order).
 
+    In a distributed run each process scores its shard (the loader's sampler gives every
+    sample to one process) and the evaluators' states are gathered on rank 0, which computes
+    the metrics and shares them: every process returns the same metrics, equal to one
+    process's over the whole data. Rank 0's ``evaluator`` holds all the data, the others'
+    their shard.
+
     Args:
-        evaluator: has ``process(batch, predictions)`` and ``compute() -> dict[str, float]``.
+        evaluator: has ``process(batch, predictions)`` and ``compute() -> dict[str, float]``;
+            for a distributed run also ``state()`` and ``merge(states)``.
         keep_first: keep the first batch and its predictions in ``Evaluation.first``.
 
     Raises:
-        ValueError: the loader yields no batch.
+        ValueError: the loader yields no batch (on any process, for all of them).
     """
     loss_sum, count, first = 0.0, 0, None
     loader.sampler.set_epoch(0)  # type: ignore[attr-defined]
@@ -61,6 +69,39 @@ def evaluate(
         evaluator.process(batch, predictions)
         if keep_first and first is None:
             first = (batch.to(torch.device("cpu")), predictions)
+    processes = distributed.current()
+    if processes.distributed:
+        metrics = _gathered(evaluator, loss_sum, count, processes)
+        return Evaluation(metrics, evaluator, first)
     if count == 0:
         raise ValueError("the evaluation data are empty")
     return Evaluation({**evaluator.compute(), "val_loss": loss_sum / count}, evaluator, first)
+
+
+def _gathered(
+    evaluator: Any, loss_sum: float, count: int, processes: distributed.Processes
+) -> dict[str, float]:
+    """Every process's evaluator state and loss on rank 0, which computes the metrics;
+    they are then shared with all processes (an error too, so no process waits alone)."""
+    for name in ("state", "merge"):
+        if not callable(getattr(evaluator, name, None)):
+            raise TypeError(
+                f"{type(evaluator).__name__} cannot evaluate over several processes: it has "
+                "no state() and merge(states) to gather the processes' results on rank 0"
+            )
+    parts = distributed.gather((evaluator.state(), loss_sum, count), processes)
+    outcome: tuple[dict[str, float] | None, str | None] = (None, None)
+    if parts is not None:  # rank 0
+        total = sum(part[2] for part in parts)
+        try:
+            if total == 0:
+                raise ValueError("the evaluation data are empty")
+            evaluator.merge([part[0] for part in parts[1:]])
+            loss = sum(part[1] for part in parts) / total
+            outcome = ({**evaluator.compute(), "val_loss": loss}, None)
+        except ValueError as exc:
+            outcome = (None, str(exc))
+    metrics, error = distributed.broadcast(outcome, processes)
+    if error is not None:
+        raise ValueError(error)
+    return metrics

@@ -172,6 +172,9 @@ class LoggerHook(Hook):
     Each evaluation's line shows ``metric`` (the one ``best.pt`` follows), the known headline
     metrics the evaluation gives (``SHOWN``) and ``val_loss``; every metric goes to
     ``metrics.jsonl`` and TensorBoard.
+
+    In a distributed run only rank 0 logs; the others' losses are their own shard's, and the
+    evaluation metrics are the same on every process.
     """
 
     priority = 70
@@ -191,11 +194,14 @@ class LoggerHook(Hook):
         self.writer: Any = None  # a SummaryWriter from before_train on
         self.bar = None
         self.use_bar = False
+        self.active = True  # False on the processes other than rank 0
 
     def before_train(self, trainer: Trainer) -> None:
+        self.active = trainer.processes.is_main
         # the bar draws on stderr and the log lines go to stdout: both must be a terminal
         self.use_bar = self.progress and _is_terminal(sys.stdout) and _is_terminal(sys.stderr)
-        if self.tensorboard:
+        self.use_bar = self.use_bar and self.active
+        if self.tensorboard and self.active:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(trainer.run_dir / "tensorboard"))
@@ -216,6 +222,8 @@ class LoggerHook(Hook):
         )
 
     def after_step(self, trainer: Trainer, losses: dict[str, float]) -> None:
+        if not self.active:
+            return
         if self.bar is not None:
             self.bar.update(trainer.batch_in_epoch - self.bar.n)
         if trainer.step % self.interval and trainer.batch_in_epoch < trainer.steps_in_epoch():
@@ -247,6 +255,8 @@ class LoggerHook(Hook):
         )
 
     def after_eval(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        if not self.active:
+            return
         epoch = trainer.shown_epoch  # the one just finished, or the one a stop cut short
         self.write(trainer, "val", {"epoch": epoch, "step": trainer.step, **metrics})
         keys = dict.fromkeys([*([self.metric] if self.metric else []), *self.SHOWN, "val_loss"])

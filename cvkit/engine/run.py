@@ -18,7 +18,8 @@ from cvkit.builder import build, plan
 from cvkit.config import Config
 from cvkit.config.class_count import fill_from_classes, with_check_count
 from cvkit.config.settings import RunSettings, parse_settings
-from cvkit.data.loader import build_loader
+from cvkit.data.loader import build_loader, resolve_workers
+from cvkit.engine import distributed
 from cvkit.engine import hooks as H
 from cvkit.engine.checkpoint import load_checkpoint
 from cvkit.engine.evaluate import Evaluation
@@ -226,6 +227,21 @@ def train(cfg: Config | None, resume: str | os.PathLike | ResumePlan | None = No
         raise ValueError("train() needs a config, or resume to take the run's own")
     settings = validate(cfg)
     tcfg = settings.train
+    processes, device = distributed.setup(
+        tcfg.dist.backend, pick_device(tcfg.device), tcfg.dist.timeout_minutes
+    )
+    distributed.check_sync_bn(tcfg.sync_bn, processes, device)
+    return _train(cfg, settings, resume, processes, device)
+
+
+def _train(
+    cfg: Config,
+    settings: RunSettings,
+    resume: ResumePlan | None,
+    processes: distributed.Processes,
+    device: torch.device,
+) -> RunResult:
+    tcfg = settings.train
     seed_everything(tcfg.seed, tcfg.deterministic)
     datasets = build_datasets(settings, cfg)
     if "train" not in datasets:
@@ -243,9 +259,10 @@ def train(cfg: Config | None, resume: str | os.PathLike | ResumePlan | None = No
     task = task_of(model)
     classes = check_classes(model, datasets, cfg)
     check_ignore_index(model, datasets, cfg)
-    device = pick_device(tcfg.device)
+    if tcfg.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
-    loaders = _loaders(settings, datasets, device, task.collate(model))
+    loaders = _loaders(settings, datasets, device, task.collate(model), processes)
     evaluations: list[Evaluation] = []  # the last one, kept for the final report
 
     def evaluate(m: nn.Module) -> dict[str, float]:
@@ -255,34 +272,53 @@ def train(cfg: Config | None, resume: str | os.PathLike | ResumePlan | None = No
         return evaluations[0].metrics
 
     evaluate_fn = evaluate if "val" in loaders else None
-    run_dir = resume.run_dir if resume is not None else new_run_dir(settings)
+    if resume is not None:
+        run_dir = resume.run_dir
+    else:  # rank 0 picks the folder (a free name), the others take its choice
+        run_dir = distributed.broadcast(new_run_dir(settings), processes)
     trainer = _trainer(
-        settings, cfg, model, loaders, datasets, run_dir, device, classes, task, evaluate_fn
+        settings,
+        cfg,
+        model,
+        loaders,
+        datasets,
+        run_dir,
+        device,
+        classes,
+        task,
+        evaluate_fn,
+        processes,
     )
     if resume is not None:
         _continue(trainer, resume)
     else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
+        if processes.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(cfg.to_yaml())
         trainer.log_line(f"run folder: {run_dir}")
     trainer.log_line(class_map(classes, _cat_ids(datasets["train"])))
     for key in filled:
         trainer.log_line(f"{key}: {len(classes)} (auto, from data.train's classes)")
+    for line in batch_lines(settings, processes):
+        trainer.log_line(line)
     metrics = trainer.run()
     if "val" in loaders and settings.eval.plots:
         # the trainer has evaluated the final weights unless the run had nothing left to do
         if not (evaluations and trainer.evaluated_step == trainer.step):
             trainer.eval_model.eval()
             with torch.no_grad(), trainer.autocast():
-                evaluate(trainer.eval_model)
-        print(task.report(evaluations[0], classes, run_dir)[1])
+                evaluate(trainer.eval_model)  # on every process: they share the work
+        if processes.is_main:
+            print(task.report(evaluations[0], classes, run_dir)[1])
+    distributed.barrier(processes)  # the run's files are all written when train() returns
     return RunResult(run_dir, metrics)
 
 
 def _continue(trainer: Trainer, plan: ResumePlan) -> None:
     """Load the checkpoint into the trainer, then record and show the resume."""
     lrs = trainer.load_state_dict(plan.state, plan.checkpoint)
-    record_resume(plan, trainer.step, trainer.shown_epoch)
+    if trainer.processes.is_main:
+        record_resume(plan, trainer.step, trainer.shown_epoch)
     trainer.log_line(
         f"resumed {plan.run_dir} {_position(trainer)}, step {trainer.step}"
         + ("; changed:" if plan.changes else "")
@@ -297,22 +333,71 @@ def _continue(trainer: Trainer, plan: ResumePlan) -> None:
 
 
 def _loaders(
-    settings: RunSettings, datasets: dict[str, Any], device: torch.device, collate: Any
+    settings: RunSettings,
+    datasets: dict[str, Any],
+    device: torch.device,
+    collate: Any,
+    processes: distributed.Processes,
 ) -> dict:
+    """This process's loaders: its shard of every training epoch (padded so all processes
+    take as many batches) and of the validation data (each image in one shard only)."""
     data, seed = settings.data, settings.train.seed
     common = {
-        "num_workers": data.num_workers,
+        "num_workers": resolve_workers(data.num_workers, processes.local_world_size),
         "prefetch_factor": data.prefetch_factor,
         "pin_memory": data.pin_memory and device.type == "cuda",
         "seed": seed,
         "collate_fn": collate,
+        "rank": processes.rank,
+        "world_size": processes.world_size,
     }
     loaders = {"train": build_loader(datasets["train"], data.batch_size, shuffle=True, **common)}
     if "val" in datasets:
         loaders["val"] = build_loader(
-            datasets["val"], data.val_batch_size or data.batch_size, shuffle=False, **common
+            datasets["val"],
+            data.val_batch_size or data.batch_size,
+            shuffle=False,
+            even=False,
+            **common,
         )
     return loaders
+
+
+def effective_batch(settings: RunSettings, processes: distributed.Processes) -> int:
+    """Images per optimizer step: ``data.batch_size`` x processes x ``train.accumulate``."""
+    return settings.data.batch_size * processes.world_size * settings.train.accumulate
+
+
+def lr_factor(settings: RunSettings, processes: distributed.Processes) -> float:
+    """What ``train.auto_scale_lr`` multiplies every LR by: effective batch / base batch
+    (the linear scaling rule of Goyal et al., "Accurate, Large Minibatch SGD"); 1 without."""
+    scale = settings.train.auto_scale_lr
+    if scale is None:
+        return 1.0
+    return effective_batch(settings, processes) / scale.base_batch_size
+
+
+def batch_lines(settings: RunSettings, processes: distributed.Processes) -> list[str]:
+    """The effective batch and the LR scaling, as printed at the start of a run; nothing for
+    one process with no accumulation and no scaling, where the batch is ``data.batch_size``."""
+    tcfg, scale = settings.train, settings.train.auto_scale_lr
+    if not processes.distributed and tcfg.accumulate == 1 and scale is None:
+        return []
+    parts = [f"{settings.data.batch_size} per process"]
+    if processes.distributed:
+        parts.append(f"{processes.world_size} processes")
+    if tcfg.accumulate > 1:
+        parts.append(f"{tcfg.accumulate} accumulated")
+    total = effective_batch(settings, processes)
+    lines = [f"batch: {' x '.join(parts)} = {total} images per optimizer step"]
+    if scale is not None:
+        lr = float(tcfg.optimizer.get("lr", 1e-3))
+        factor = lr_factor(settings, processes)
+        lines.append(
+            f"lr: {lr:.4g} x {factor:.4g} = {lr * factor:.4g} (train.auto_scale_lr: "
+            f"{total} / base_batch_size {scale.base_batch_size})"
+        )
+    return lines
 
 
 def _position(trainer: Trainer) -> str:
@@ -335,9 +420,13 @@ def _trainer(
     classes: list[str],
     task: Task,
     evaluate: Callable[[nn.Module], dict[str, float]] | None,
+    processes: distributed.Processes,
 ) -> Trainer:
     tcfg, ecfg = settings.train, settings.eval
     optimizer = build_optimizer(tcfg.optimizer, model, tcfg.param_groups, describe=cfg.describe)
+    factor = lr_factor(settings, processes)
+    for group in optimizer.param_groups:  # before the schedule takes them as its base LRs
+        group["lr"] *= factor
     steps_per_epoch = -(-len(loaders["train"]) // tcfg.accumulate)
     schedule = build(
         tcfg.schedule,
@@ -381,6 +470,9 @@ def _trainer(
         hooks=hooks,
         evaluate=evaluate,
         eval_interval=settings.eval.interval,
+        processes=processes,
+        # a frozen backbone takes no gradient while it is frozen: DDP must not wait for one
+        find_unused_parameters=tcfg.freeze_backbone_epochs > 0,
         extra_state={
             "classes": classes,
             "config": cfg.to_yaml(),
@@ -412,10 +504,29 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on ``data.<split>``; writes the report to ``out_dir``.
 
-    The checkpoint file and the data are checked before the model is built."""
+    The checkpoint file and the data are checked before the model is built. Under
+    ``torchrun`` every process scores its shard of the data and rank 0 writes the report
+    of the whole (the others return only the metrics)."""
     state = load_checkpoint(checkpoint)
     fill_from_classes(cfg, list(state.get("classes") or []), f"checkpoint {str(checkpoint)!r}")
     settings = validate(cfg)
+    dist_cfg = settings.train.dist
+    processes, device = distributed.setup(
+        dist_cfg.backend, pick_device(settings.train.device), dist_cfg.timeout_minutes
+    )
+    return _evaluate(cfg, settings, state, checkpoint, split, out_dir, processes, device)
+
+
+def _evaluate(
+    cfg: Config,
+    settings: RunSettings,
+    state: dict[str, Any],
+    checkpoint: str | os.PathLike,
+    split: str,
+    out_dir: str | os.PathLike | None,
+    processes: distributed.Processes,
+    device: torch.device,
+) -> dict[str, Any]:
     datasets = build_datasets(settings, cfg, (split,))
     if split not in datasets:
         raise ConfigError(f"the config has no data.{split} to evaluate on", where=f"data.{split}")
@@ -424,20 +535,23 @@ def evaluate(
     load_model_weights(model, inference_weights(state), Path(checkpoint))
     classes = check_classes(model, datasets, cfg)
     check_ignore_index(model, datasets, cfg)
-    device = pick_device(settings.train.device)
     model.to(device)
     loader = build_loader(
         datasets[split],
         settings.data.val_batch_size or settings.data.batch_size,
         shuffle=False,
-        num_workers=settings.data.num_workers,
+        num_workers=resolve_workers(settings.data.num_workers, processes.local_world_size),
         collate_fn=task.collate(model),
+        rank=processes.rank,
+        world_size=processes.world_size,
+        even=False,
     )
+    model.eval()
+    evaluation = task.evaluate(model, loader, device, datasets[split], keep_first=True)
+    if not processes.is_main:
+        return {"metrics": evaluation.metrics}
     out = Path(out_dir) if out_dir else Path(checkpoint).parent / f"eval_{split}"
     out.mkdir(parents=True, exist_ok=True)
-    model.eval()
-    report, text = task.report(
-        task.evaluate(model, loader, device, datasets[split], keep_first=True), classes, out
-    )
+    report, text = task.report(evaluation, classes, out)
     print(text)
     return report

@@ -29,9 +29,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from cvkit.data.loader import EpochSampler
+from cvkit.engine import distributed
 from cvkit.engine.checkpoint import check_training_state, save_checkpoint
 from cvkit.engine.weights import load_model_weights
 from cvkit.errors import CheckpointError
+from cvkit.models.losses.normalizer import counts_across_processes
 from cvkit.models.tasks.protocol import TaskModel
 
 Evaluate = Callable[[nn.Module], dict[str, float]]
@@ -76,8 +78,14 @@ class Trainer:
         accumulate: batches per optimizer step.
         clip_grad_norm: clip the gradients' total norm to this.
         hooks: see ``cvkit.engine.hooks``.
-        evaluate: ``evaluate(model) -> metrics``, called every ``eval_interval`` epochs.
+        evaluate: ``evaluate(model) -> metrics``, called every ``eval_interval`` epochs
+            (on every process of a distributed run, each returning the same metrics).
         extra_state: plain data stored in every checkpoint (class names, the config).
+        processes: this process's place in a distributed run (default: the joined process
+            group's, if any). With several, the model trains under DDP, every process
+            takes its shard of each epoch (the loader's sampler), loss normalisers count
+            over all of them, and only rank 0 writes files and prints.
+        find_unused_parameters: DDP's option, for a run that freezes a stage for a while.
     """
 
     def __init__(
@@ -98,12 +106,22 @@ class Trainer:
         evaluate: Evaluate | None = None,
         eval_interval: int = 1,
         extra_state: dict[str, Any] | None = None,
+        processes: distributed.Processes | None = None,
+        find_unused_parameters: bool = False,
     ) -> None:
         if accumulate < 1:
             raise ValueError(f"train.accumulate must be at least 1, got {accumulate}")
         self.device = torch.device(device)
         self.model = model.to(self.device)
         self.eval_model: nn.Module = self.model  # EMAHook points this at the average
+        self.processes = processes or distributed.current()
+        # what a training step runs: DDP around the model's loss, or the loss itself; hooks
+        # and checkpoints always see the model itself
+        self.ddp = (
+            distributed.wrap(self.model, self.device, find_unused_parameters)
+            if self.processes.distributed
+            else None
+        )
         self.optimizer, self.scheduler = optimizer, scheduler
         self.train_loader = train_loader
         self.run_dir = Path(run_dir)
@@ -126,7 +144,8 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> dict[str, float]:
         """Train to the end (or ``max_steps``, or early stopping); returns the last metrics."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.processes.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self._call("before_train")
         try:
             while self.epoch < self.epochs and not self._stopping():
@@ -140,9 +159,10 @@ class Trainer:
                     self.run_evaluation()
                 self._call("after_epoch")
         except KeyboardInterrupt:
-            self.save("last.pt", at_boundary=True)
-            self.log_line(f"interrupted; resume from {self.run_dir / 'last.pt'}")
             self.failed = True
+            if not self.processes.distributed:  # the others may be gone: no collective then
+                self.save("last.pt", at_boundary=True)
+            self.log_line(f"interrupted; resume from {self.run_dir / 'last.pt'}")
             raise
         except BaseException:
             self.failed = True  # hooks must not overwrite the last good checkpoint
@@ -157,9 +177,11 @@ class Trainer:
         self._call("before_epoch")
         self._sampler().set_epoch(self.epoch, self.batch_in_epoch * self._batch_size())
         self._boundary = self.position()
-        micro = 0
+        micro, total = 0, self.steps_in_epoch()
         for batch in self.train_loader:
-            losses = self.run_step(batch.to(self.device), micro)
+            # the epoch's last batch steps the optimizer even mid-accumulation
+            last = self.batch_in_epoch + 1 == total
+            losses = self.run_step(batch.to(self.device), micro, last)
             self.batch_in_epoch += 1
             micro = (micro + 1) % self.accumulate
             if micro == 0:
@@ -167,14 +189,37 @@ class Trainer:
                 if self._stopping():
                     return self.batch_in_epoch >= self.steps_in_epoch()
         if micro:  # the epoch ended mid-accumulation: step on what was gathered
-            self._optimizer_step()
             self._after_optimizer_step(losses)
         return True
 
-    def run_step(self, batch: Any, micro: int = 0) -> dict[str, float]:
-        """Forward and backward for one batch; the optimizer steps every ``accumulate``."""
-        with self.autocast():
-            losses = cast(TaskModel, self.model).loss(batch)
+    def run_step(self, batch: Any, micro: int = 0, last: bool = False) -> dict[str, float]:
+        """Forward and backward for one batch; the optimizer steps every ``accumulate``
+        batches and after the epoch's ``last`` one."""
+        stepping = micro + 1 == self.accumulate or last
+        # DDP all-reduces gradients only on the backward before an optimizer step
+        with distributed.no_sync(self.ddp, skip=not stepping):
+            losses = self._forward(batch)
+            total = self._checked_total(losses)
+            self.scaler.scale(total / self.accumulate).backward()
+        if stepping:
+            self._optimizer_step()
+        values = torch.stack(
+            [total.detach().float(), *(v.detach().float() for v in losses.values())]
+        )
+        if self.processes.distributed:
+            # each process's terms are its share of the normalised sum: their mean is the
+            # loss of the whole batch, the number one process with all of it would log
+            values = distributed.mean_over_processes(values)
+        return dict(zip(["loss", *losses], values.tolist()))
+
+    def _forward(self, batch: Any) -> dict[str, torch.Tensor]:
+        """The loss terms of one batch; normalisers count over every process's batch."""
+        with self.autocast(), counts_across_processes(self.processes.distributed):
+            if self.ddp is not None:
+                return self.ddp(batch)
+            return cast(TaskModel, self.model).loss(batch)
+
+    def _checked_total(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         total = functools.reduce(operator.add, losses.values())  # sum() would start at int 0
         if not torch.isfinite(total):
             parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
@@ -184,10 +229,7 @@ class Trainer:
                 f"{self.run_dir / 'last.pt'}; lower the learning rate, add "
                 "train.clip_grad_norm, or check the data"
             )
-        self.scaler.scale(total / self.accumulate).backward()
-        if micro + 1 == self.accumulate:
-            self._optimizer_step()
-        return {"loss": total.item(), **{k: v.item() for k, v in losses.items()}}
+        return total
 
     def _optimizer_step(self) -> None:
         if self.clip_grad_norm is not None:
@@ -233,7 +275,7 @@ class Trainer:
 
     def steps_in_epoch(self) -> int:
         """Batches in a full epoch."""
-        n, bs = self._sampler().size, self._batch_size()
+        n, bs = self._sampler().num_samples, self._batch_size()
         return n // bs if self.train_loader.drop_last else -(-n // bs)
 
     def _sampler(self) -> EpochSampler:
@@ -262,18 +304,27 @@ class Trainer:
         }
 
     def state_dict(self, at_boundary: bool = False) -> dict[str, Any]:
+        """Everything a resume continues from. In a distributed run every process must call
+        it (it gathers their RNG states, ``rng_ranks``); rank 0's result is the whole state."""
         position = self._boundary if (at_boundary and self._boundary) else self.position()
-        return {
+        state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "trainer": {k: v for k, v in position.items() if k != "rng"},
+            "trainer": {
+                **{k: v for k, v in position.items() if k != "rng"},
+                "world_size": self.processes.world_size,
+            },
             "rng": position["rng"],
             "hooks": {type(h).__name__: h.state_dict() for h in self.hooks},
             "metrics": self.metrics,
             **self.extra_state,
         }
+        if self.processes.distributed:
+            # the other processes' streams differ (dropout, samplers): each resumes its own
+            state["rng_ranks"] = distributed.gather(position["rng"], self.processes)
+        return state
 
     def load_state_dict(
         self, state: dict[str, Any], source: str | os.PathLike | None = None
@@ -294,6 +345,7 @@ class Trainer:
                 optimizer (other ``train.param_groups``); each says what to pass instead.
         """
         check_training_state(state, source)
+        self._check_processes(state["trainer"], source)
         load_model_weights(self.model, state["model"], source)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
@@ -320,8 +372,29 @@ class Trainer:
             hook.load_state_dict(state.get("hooks", {}).get(type(hook).__name__, {}))
             if hasattr(hook, "attach"):
                 hook.attach(self.model)
-        restore_rng(state["rng"])
+        rngs = state.get("rng_ranks")
+        if rngs and len(rngs) == self.processes.world_size:
+            restore_rng(rngs[self.processes.rank])
+        else:  # one process, or another process count at an epoch boundary
+            restore_rng(state["rng"])
         return lrs
+
+    def _check_processes(self, position: dict[str, Any], source: str | os.PathLike | None) -> None:
+        """A checkpoint from the middle of an epoch resumes on as many processes as wrote it:
+        the position counts batches of each process's shard."""
+        saved = int(position.get("world_size", 1))
+        if not position["batch_in_epoch"] or saved == self.processes.world_size:
+            return
+        name = "the checkpoint" if source is None else f"checkpoint {str(source)!r}"
+        raise CheckpointError(
+            f"{name} stopped in the middle of epoch {int(position['epoch']) + 1} of a run on "
+            f"{saved} process(es), and this run has {self.processes.world_size}: the data "
+            "position counts batches of each process's share of the epoch",
+            hints=[
+                f"resume on {saved} process(es) (torchrun --nproc_per_node {saved} ...), or "
+                "from a checkpoint written at the end of an epoch",
+            ],
+        )
 
     def _load_schedule(self, state: dict[str, Any]) -> tuple[float, float]:
         """The scheduler's position from a checkpoint, the schedule itself from the config.
@@ -342,11 +415,21 @@ class Trainer:
         return before, float(lrs[0])
 
     def save(self, name: str, at_boundary: bool = False) -> Path:
-        return save_checkpoint(self.state_dict(at_boundary), self.run_dir / name)
+        """Write ``run_dir / name``: rank 0 writes, every process must call it."""
+        state = self.state_dict(at_boundary)
+        path = self.run_dir / name
+        if self.processes.is_main:
+            save_checkpoint(state, path)
+        # no process goes on before the file is whole: one that resumes next reads it
+        distributed.barrier(self.processes)
+        return path
 
     # -- helpers ---------------------------------------------------------------------------
     def log_line(self, text: str) -> None:
-        """Print a line above the progress bar; flushed, so a log file shows it at once."""
+        """Print a line above the progress bar; flushed, so a log file shows it at once.
+        Rank 0 alone prints in a distributed run."""
+        if not self.processes.is_main:
+            return
         tqdm.write(text, file=sys.stdout)
         sys.stdout.flush()
 

@@ -197,6 +197,16 @@ class ClassificationEvaluator:
         self._confusion += confusion
         self._hits += hits.cpu()
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """The counts so far, to ``merge`` into another process's evaluator."""
+        return {"confusion": self._confusion.clone(), "hits": self._hits.clone()}
+
+    def merge(self, states: Sequence[dict[str, torch.Tensor]]) -> None:
+        """Add the counts of other evaluators' ``state()`` (distributed evaluation)."""
+        for state in states:
+            self._confusion += state["confusion"]
+            self._hits += state["hits"]
+
     def process(self, batch: ClsBatch, predictions: Sequence[ClsPrediction]) -> None:
         """Add a batch from the task protocol: its labels and the model's predictions."""
         if batch.labels is None:

@@ -33,6 +33,17 @@ class CocoEvaluator:
             for p in predictions
         ]
 
+    def state(self) -> list[DetPrediction]:
+        """The predictions kept so far, to ``merge`` into another process's evaluator."""
+        return list(self.predictions)
+
+    def merge(self, states: Sequence[list[DetPrediction]]) -> None:
+        """Add other evaluators' predictions (distributed evaluation), then order them all
+        by image id: the results file is the same whichever process predicted an image."""
+        for predictions in states:
+            self.predictions += predictions
+        self.predictions.sort(key=lambda p: p.image_id)
+
     def compute(self) -> dict[str, float]:
         """The 12 COCO stats (``AP``, ``AP50``, ...) of every prediction kept so far."""
         self.results = detections_to_coco(self.predictions, self.cat_ids)

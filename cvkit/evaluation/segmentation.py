@@ -182,6 +182,15 @@ class SegmentationEvaluator:
         """Forget every pixel seen so far."""
         self._confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
 
+    def state(self) -> torch.Tensor:
+        """The confusion matrix so far, to ``merge`` into another process's evaluator."""
+        return self._confusion.clone()
+
+    def merge(self, states: Sequence[torch.Tensor]) -> None:
+        """Add other evaluators' ``state()`` (distributed evaluation)."""
+        for confusion in states:
+            self._confusion += confusion
+
     @property
     def num_pixels(self) -> int:
         """Pixels counted so far (ignored pixels excluded)."""

@@ -11,6 +11,7 @@ from torch import nn
 from torchvision.ops import MultiScaleRoIAlign
 
 from cvkit.models.losses.detection import SmoothL1Loss
+from cvkit.models.losses.normalizer import loss_normalizer
 from cvkit.models.task_utils.box_coder import DeltaBoxCoder
 from cvkit.models.task_utils.matcher import MaxIoUMatcher
 from cvkit.models.task_utils.sampler import RandomSampler
@@ -141,10 +142,14 @@ class RoIHead(nn.Module):
             gt_boxes.index_select(0, pos),
             rois_flat.index_select(0, pos),
         )
+        # the RoIs sampled in the batch (in every process's batch under DDP); reached by
+        # every process, even one whose batch sampled none, so that the all-reduce meets
+        count = loss_normalizer(labels.numel(), like=logits)
         if labels.numel() == 0:  # no proposal and no gt in the batch: nothing to learn
             zero = logits.sum() * 0.0
             return {"loss_roi_cls": zero, "loss_roi_box": zero}
-        return {"loss_roi_cls": F.cross_entropy(logits, labels), "loss_roi_box": box / len(labels)}
+        cls = F.cross_entropy(logits, labels, reduction="sum")
+        return {"loss_roi_cls": cls / count, "loss_roi_box": box / count}
 
     def _sample(self, proposals: torch.Tensor, target: DetTarget):
         """One image's training RoIs: ``(rois [S, 4], labels [S] (K = background),

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cvkit.models.losses.detection import SmoothL1Loss
+from cvkit.models.losses.normalizer import loss_normalizer
 from cvkit.models.task_utils.anchor_generator import AnchorGenerator, anchor_strides, flatten_level
 from cvkit.models.task_utils.box_coder import DeltaBoxCoder
 from cvkit.models.task_utils.matcher import MaxIoUMatcher
@@ -178,7 +179,8 @@ class RPNHead(nn.Module):
                 )
             )
         sampled_logits, sampled_labels = torch.cat(logits), torch.cat(labels)
-        num_sampled = max(1, sampled_labels.numel())
         cls = F.binary_cross_entropy_with_logits(sampled_logits, sampled_labels, reduction="sum")
         box = functools.reduce(operator.add, box_terms)  # sum() would start at int 0
+        # the anchors sampled in the batch (in every process's batch under DDP), at least one
+        num_sampled = loss_normalizer(sampled_labels.numel(), like=cls)
         return {"loss_rpn_cls": cls / num_sampled, "loss_rpn_box": box / num_sampled}

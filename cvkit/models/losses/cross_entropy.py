@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cvkit.models.losses.normalizer import loss_normalizer
 from cvkit.registry import LOSSES
 
 
@@ -28,5 +29,8 @@ class CrossEntropyLoss(nn.Module):
         self.weight = weight
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
-        return self.weight * loss
+        total = F.cross_entropy(
+            logits, labels, label_smoothing=self.label_smoothing, reduction="sum"
+        )
+        # the mean over the batch; under DDP over every process's batch (losses.normalizer)
+        return self.weight * total / loss_normalizer(labels.numel(), like=total)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cvkit.models.losses.normalizer import loss_normalizer
 from cvkit.registry import LOSSES
 
 
@@ -76,7 +77,9 @@ class SegCrossEntropyLoss(nn.Module):
         else:
             safe = torch.where(counted, target, 0)
             count = (cw[safe].to(total.dtype) * counted).sum()
-        return self.weight * total / count.clamp(min=torch.finfo(total.dtype).tiny)
+        # under DDP the count of every process's batch (see losses.normalizer)
+        tiny = torch.finfo(total.dtype).tiny
+        return self.weight * total / loss_normalizer(count, minimum=tiny, like=total)
 
 
 @LOSSES.register()

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from cvkit.models.losses.detection import FocalLoss, SmoothL1Loss
+from cvkit.models.losses.normalizer import loss_normalizer
 from cvkit.models.preprocessor import Preprocessor
 from cvkit.models.task_utils.anchor_generator import AnchorGenerator, anchor_strides
 from cvkit.models.task_utils.box_coder import BoxCoder
@@ -162,13 +163,14 @@ class OneStageDetector(nn.Module):
         logits, deltas = outputs
         anchors = torch.cat(level_anchors)
         labels = label_anchors(self.matcher, targets, anchors)
-        norm = max(1.0, float(labels.num_positives))
         keep = (labels.matched != IGNORE).flatten()
         all_logits = torch.cat(logits, 1).flatten(0, 1)  # [B * A, K]
         loss_cls = classification_loss(self.cls_loss, all_logits, labels.classes.flatten(), keep)
         loss_box = dense_box_loss(
             self.box_loss, self.box_coder, deltas, anchors, labels.matched, targets
         )
+        # positive anchors of the batch (of every process's batch under DDP), at least one
+        norm = loss_normalizer(labels.num_positives, like=loss_cls)
         return {"loss_cls": loss_cls / norm, "loss_box": loss_box / norm}
 
     def _predictions(
