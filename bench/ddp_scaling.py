@@ -5,7 +5,8 @@ EfficientNet-Lite0 FPN on the embedded shapes) through cvkit's own engine for ``
 optimizer steps, started by ``torchrun`` as a user starts it, with no evaluation. A hook times
 every step on rank 0; the first ``--warmup`` steps are left out (kernel preparation, loader
 start). The effective batch is the same in every layout (``--batch`` images per optimizer
-step, split over the processes), so the layouts do the same work per step.
+step, ``data.total_batch_size``, which cvkit splits over the processes), so the layouts do
+the same work per step.
 
 On the CPU (default) the layouts share the machine's cores: ``1x2`` is one process of two
 threads, ``2x1`` two processes of one thread each (DDP over gloo). On CUDA (``--device
@@ -69,7 +70,7 @@ def launch(layout: str, args: argparse.Namespace) -> float:
             sys.executable, "-m", "torch.distributed.run", "--standalone",
             "--nproc_per_node", str(processes), __file__, "--worker", str(times),
             "--steps", str(args.steps), "--warmup", str(args.warmup),
-            "--batch", str(args.batch // processes), "--device", args.device,
+            "--batch", str(args.batch), "--device", args.device,
         ]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "CVKIT_RUNS": tmp}
         subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -109,7 +110,7 @@ def worker(args: argparse.Namespace) -> None:
     overrides = [
         f"train.device={args.device}",
         f"train.max_steps={args.steps}",
-        f"data.batch_size={args.batch}",
+        f"data.total_batch_size={args.batch}",  # split over the processes by cvkit
         f"train.hooks=[{{type: StepTimer, out: {args.worker}}}]",
         "train.tensorboard=false",
         "train.log_interval=1000",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,8 @@ import torch
 from cvkit.config import from_dict
 from cvkit.data.loader import EpochSampler
 from cvkit.engine import distributed, run
+from cvkit.engine.batching import describe as describe_batch
+from cvkit.engine.batching import plan_batch
 from cvkit.engine.checkpoint import load_checkpoint
 from cvkit.errors import CheckpointError, ConfigError
 from tests.multiprocess import run_processes
@@ -115,9 +118,14 @@ def frozen_classifier(folder: Path, batch_size: int) -> dict:
 
 
 def train_each_task(folder: Path, batch_size: int) -> dict[str, dict[str, str]]:
-    """Each task trained for 3 optimizer steps, and the frozen classifier; their run folders."""
+    """Each task trained for 3 optimizer steps, and the frozen classifier; their run folders.
+    The classifier gives its batch per process, the others as data.total_batch_size."""
     configs = {task: config(task, folder, task, batch_size, max_steps=3) for task in MODELS}
     configs["frozen"] = frozen_classifier(folder, batch_size)
+    world = distributed.from_environment().world_size
+    for name in ("retinanet", "faster_rcnn", "fcn", "frozen"):
+        data = configs[name]["data"]
+        data["total_batch_size"] = data.pop("batch_size") * world
     runs = {name: run.train(from_dict(cfg)) for name, cfg in configs.items()}
     return {name: {"run_dir": str(result.run_dir)} for name, result in runs.items()}
 
@@ -273,3 +281,24 @@ def test_auto_scale_lr_scales_every_group_by_the_effective_batch(tmp_path, capsy
     assert "lr: 0.1 x 4 = 0.4 (train.auto_scale_lr: 256 / base_batch_size 64)" in out
     groups = load_checkpoint(result.run_dir / "last.pt")["optimizer"]["param_groups"]
     assert sorted({g["lr"] for g in groups}) == pytest.approx([0.2, 0.4])  # backbone x0.5
+
+
+def test_a_total_batch_is_split_over_the_processes_and_checked(tmp_path):
+    cfg = from_dict(tiny(tmp_path, "t", accumulate=2))
+    del cfg.data["data"]["batch_size"]
+    cfg.data["data"]["total_batch_size"] = 8
+    settings = run.validate(cfg)
+    two = distributed.Processes(rank=0, world_size=2)
+    plan = plan_batch(settings, cfg, two)
+    assert (plan.per_process, plan.total) == (2, 8)
+    assert describe_batch(plan, settings) == [
+        "batch: 2 per process x 2 processes x 2 accumulated = 8 images per optimizer step "
+        "(data.total_batch_size)"
+    ]
+    three = distributed.Processes(rank=0, world_size=3)
+    with pytest.raises(ConfigError, match="total_batch_size=8 does not split over 3 process"):
+        plan_batch(settings, cfg, three)
+    cfg.data["data"]["batch_size"] = 4
+    both = re.escape("sets both data.batch_size (4, per process) and data.total_batch_size (8,")
+    with pytest.raises(ConfigError, match=both):
+        plan_batch(run.validate(cfg), cfg, two)

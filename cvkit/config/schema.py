@@ -49,6 +49,7 @@ class DataSettings:
     val: dict[str, Any] | None = None
     test: dict[str, Any] | None = None
     batch_size: int = 32  # per process: a run on N processes takes N x this per step
+    total_batch_size: int | None = None  # or: per optimizer step over all processes
     val_batch_size: int | None = None  # defaults to batch_size
     num_workers: int | Literal["auto"] = "auto"  # auto: min(4, CPU cores - 1)
     prefetch_factor: int = 2  # batches each worker prepares ahead

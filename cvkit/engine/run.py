@@ -21,6 +21,8 @@ from cvkit.config.settings import RunSettings, parse_settings
 from cvkit.data.loader import build_loader, resolve_workers
 from cvkit.engine import distributed
 from cvkit.engine import hooks as H
+from cvkit.engine.batching import BatchPlan, plan_batch
+from cvkit.engine.batching import describe as describe_batch
 from cvkit.engine.checkpoint import load_checkpoint
 from cvkit.engine.evaluate import Evaluation
 from cvkit.engine.optim import build_optimizer
@@ -242,6 +244,7 @@ def _train(
     device: torch.device,
 ) -> RunResult:
     tcfg = settings.train
+    batch = plan_batch(settings, cfg, processes)
     seed_everything(tcfg.seed, tcfg.deterministic)
     datasets = build_datasets(settings, cfg)
     if "train" not in datasets:
@@ -262,7 +265,7 @@ def _train(
     if tcfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
-    loaders = _loaders(settings, datasets, device, task.collate(model), processes)
+    loaders = _loaders(settings, datasets, device, task.collate(model), processes, batch)
     evaluations: list[Evaluation] = []  # the last one, kept for the final report
 
     def evaluate(m: nn.Module) -> dict[str, float]:
@@ -288,6 +291,7 @@ def _train(
         task,
         evaluate_fn,
         processes,
+        batch.lr_factor,
     )
     if resume is not None:
         _continue(trainer, resume)
@@ -299,7 +303,7 @@ def _train(
     trainer.log_line(class_map(classes, _cat_ids(datasets["train"])))
     for key in filled:
         trainer.log_line(f"{key}: {len(classes)} (auto, from data.train's classes)")
-    for line in batch_lines(settings, processes):
+    for line in describe_batch(batch, settings):
         trainer.log_line(line)
     metrics = trainer.run()
     if "val" in loaders and settings.eval.plots:
@@ -338,6 +342,7 @@ def _loaders(
     device: torch.device,
     collate: Any,
     processes: distributed.Processes,
+    batch: BatchPlan,
 ) -> dict:
     """This process's loaders: its shard of every training epoch (padded so all processes
     take as many batches) and of the validation data (each image in one shard only)."""
@@ -351,53 +356,17 @@ def _loaders(
         "rank": processes.rank,
         "world_size": processes.world_size,
     }
-    loaders = {"train": build_loader(datasets["train"], data.batch_size, shuffle=True, **common)}
+    size = batch.per_process
+    loaders = {"train": build_loader(datasets["train"], size, shuffle=True, **common)}
     if "val" in datasets:
         loaders["val"] = build_loader(
             datasets["val"],
-            data.val_batch_size or data.batch_size,
+            data.val_batch_size or size,
             shuffle=False,
             even=False,
             **common,
         )
     return loaders
-
-
-def effective_batch(settings: RunSettings, processes: distributed.Processes) -> int:
-    """Images per optimizer step: ``data.batch_size`` x processes x ``train.accumulate``."""
-    return settings.data.batch_size * processes.world_size * settings.train.accumulate
-
-
-def lr_factor(settings: RunSettings, processes: distributed.Processes) -> float:
-    """What ``train.auto_scale_lr`` multiplies every LR by: effective batch / base batch
-    (the linear scaling rule of Goyal et al., "Accurate, Large Minibatch SGD"); 1 without."""
-    scale = settings.train.auto_scale_lr
-    if scale is None:
-        return 1.0
-    return effective_batch(settings, processes) / scale.base_batch_size
-
-
-def batch_lines(settings: RunSettings, processes: distributed.Processes) -> list[str]:
-    """The effective batch and the LR scaling, as printed at the start of a run; nothing for
-    one process with no accumulation and no scaling, where the batch is ``data.batch_size``."""
-    tcfg, scale = settings.train, settings.train.auto_scale_lr
-    if not processes.distributed and tcfg.accumulate == 1 and scale is None:
-        return []
-    parts = [f"{settings.data.batch_size} per process"]
-    if processes.distributed:
-        parts.append(f"{processes.world_size} processes")
-    if tcfg.accumulate > 1:
-        parts.append(f"{tcfg.accumulate} accumulated")
-    total = effective_batch(settings, processes)
-    lines = [f"batch: {' x '.join(parts)} = {total} images per optimizer step"]
-    if scale is not None:
-        lr = float(tcfg.optimizer.get("lr", 1e-3))
-        factor = lr_factor(settings, processes)
-        lines.append(
-            f"lr: {lr:.4g} x {factor:.4g} = {lr * factor:.4g} (train.auto_scale_lr: "
-            f"{total} / base_batch_size {scale.base_batch_size})"
-        )
-    return lines
 
 
 def _position(trainer: Trainer) -> str:
@@ -421,12 +390,12 @@ def _trainer(
     task: Task,
     evaluate: Callable[[nn.Module], dict[str, float]] | None,
     processes: distributed.Processes,
+    lr_factor: float,
 ) -> Trainer:
     tcfg, ecfg = settings.train, settings.eval
     optimizer = build_optimizer(tcfg.optimizer, model, tcfg.param_groups, describe=cfg.describe)
-    factor = lr_factor(settings, processes)
     for group in optimizer.param_groups:  # before the schedule takes them as its base LRs
-        group["lr"] *= factor
+        group["lr"] *= lr_factor  # train.auto_scale_lr
     steps_per_epoch = -(-len(loaders["train"]) // tcfg.accumulate)
     schedule = build(
         tcfg.schedule,
@@ -538,7 +507,7 @@ def _evaluate(
     model.to(device)
     loader = build_loader(
         datasets[split],
-        settings.data.val_batch_size or settings.data.batch_size,
+        settings.data.val_batch_size or plan_batch(settings, cfg, processes).per_process,
         shuffle=False,
         num_workers=resolve_workers(settings.data.num_workers, processes.local_world_size),
         collate_fn=task.collate(model),
