@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 SHORT = [
     "train.epochs=1",
     "train.max_steps=2",
+    "data.total_batch_size=null",  # the RetinaNet template's base gives the batch in total
     "data.batch_size=4",
     "data.num_workers=0",
     "train.tensorboard=false",
