@@ -442,7 +442,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from cvkit.config import load_config
-    from cvkit.engine.run import evaluate
+    from cvkit.engine.evaluate_checkpoint import evaluate
 
     report = evaluate(
         load_config(args.config, args.overrides), args.checkpoint, args.split, args.out

@@ -19,7 +19,7 @@ import torch
 
 from cvkit.config import from_dict
 from cvkit.data.loader import EpochSampler
-from cvkit.engine import distributed, run
+from cvkit.engine import distributed, evaluate_checkpoint, run
 from cvkit.engine.batching import describe as describe_batch
 from cvkit.engine.batching import plan_batch
 from cvkit.engine.checkpoint import load_checkpoint
@@ -164,7 +164,7 @@ def evaluate_each_task(checkpoints: dict[str, str], folder: Path) -> dict[str, d
     metrics = {}
     for task, checkpoint in checkpoints.items():
         cfg = config(task, folder, task, batch_size=2, val=5)
-        report = run.evaluate(from_dict(cfg), checkpoint, out_dir=folder / task)
+        report = evaluate_checkpoint.evaluate(from_dict(cfg), checkpoint, out_dir=folder / task)
         metrics[task] = report["metrics"]
     return metrics
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from cvkit.config import from_dict
-from cvkit.engine import hooks, run
+from cvkit.engine import evaluate_checkpoint, hooks, run
 from cvkit.engine.checkpoint import load_checkpoint
 from cvkit.engine.hooks import Hook
 from cvkit.engine.optim import param_groups
@@ -222,7 +222,7 @@ def test_checkpoint_from_another_model_is_a_clear_error(tmp_path):
     cfg = tiny(tmp_path)
     cfg["model"]["backbone"]["width"] = 16
     with pytest.raises(ValueError) as err:
-        run.evaluate(from_dict(cfg), result.run_dir / "last.pt")
+        evaluate_checkpoint.evaluate(from_dict(cfg), result.run_dir / "last.pt")
     text = str(err.value)
     assert "does not fit this model" in text
     assert (
@@ -330,7 +330,9 @@ def test_a_checkpoint_replaces_pretrained_weights_without_reading_them(tmp_path,
     caplog.clear()
     with caplog.at_level("INFO", logger="cvkit.pretrained"):
         [record] = predict(from_dict(cfg), result.run_dir / "last.pt", [str(image)], topk=3)
-        report = run.evaluate(from_dict(cfg), result.run_dir / "last.pt", out_dir=tmp_path / "ev")
+        report = evaluate_checkpoint.evaluate(
+            from_dict(cfg), result.run_dir / "last.pt", out_dir=tmp_path / "ev"
+        )
     assert len(record["top"]) == 3
     assert "top1" in report["metrics"]
     assert not caplog.records  # nothing loaded, nothing dropped
