@@ -27,7 +27,7 @@ def run_processes(fn: Callable[..., Any], world_size: int, *args: Any) -> list[A
     ``fn`` must be a module-level function (spawn pickles it by name) and return something
     ``torch.save`` can write. An exception in any process fails the call with its traceback.
     """
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         mp.start_processes(
             _entry,
@@ -59,7 +59,7 @@ def _entry(
         teardown()  # cvkit joined the group; leave it as the command line does at exit
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

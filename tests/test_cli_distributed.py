@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, TINY_CLASSIFIER
+from tests.multiprocess import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -84,7 +84,7 @@ def test_dist_train_sh_trains_over_two_processes_and_rank_0_alone_writes(tmp_pat
 
 def test_two_machines_of_one_process_each(tmp_path):
     (tmp_path / "c.yaml").write_text(CONFIG)
-    env = {"NNODES": "2", "MASTER_ADDR": "127.0.0.1", "PORT": str(_free_port())}
+    env = {"NNODES": "2", "MASTER_ADDR": "127.0.0.1", "PORT": str(free_port())}
     nodes = [
         launch("c.yaml", "1", "name=nodes", cwd=tmp_path, env={**env, "NODE_RANK": str(rank)})
         for rank in (0, 1)
@@ -108,9 +108,3 @@ def test_a_failing_process_stops_every_process_and_is_named(tmp_path):
     assert "error (rank 1 of 2): injected failure at step 2" in err
     assert "injected failure" not in out
     assert time.perf_counter() - start < 120  # rank 0 did not wait for rank 1 forever
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
