@@ -194,7 +194,11 @@ def _add_eval(sub: Any) -> None:
     )
     s.add_argument("config", help="the config the checkpoint was trained with")
     s.add_argument("overrides", nargs="*", help="dotted overrides")
-    s.add_argument("--checkpoint", required=True, help="a .pt file from a run")
+    s.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a .pt file from a run, or a model from `cvkit export` (.onnx, .pt2)",
+    )
     s.add_argument("--split", default="val", choices=["val", "test", "train"])
     s.add_argument("--out", help="folder for the report (default: beside the checkpoint)")
     s.set_defaults(func=_cmd_eval)
@@ -246,9 +250,17 @@ def _add_predict(sub: Any) -> None:
         "classifier), its detections (a detector) or each class's share of its pixels (a "
         "segmenter).",
     )
-    s.add_argument("config", help="the config the checkpoint was trained with")
+    s.add_argument(
+        "config",
+        metavar="CONFIG|MODEL",
+        help="the config the checkpoint was trained with, or a model from `cvkit export` "
+        "(.onnx, .pt2), which needs no config and no --checkpoint",
+    )
     s.add_argument("images", nargs="+", help="image files, or folders of images")
-    s.add_argument("--checkpoint", required=True, help="a .pt file from a run")
+    s.add_argument(
+        "--checkpoint",
+        help="a .pt file from a run (required with a config), or an exported .onnx / .pt2",
+    )
     s.add_argument(
         "--topk",
         type=_positive_int,
@@ -278,12 +290,44 @@ def _add_export(sub: Any) -> None:
     """`cvkit export`."""
     s = sub.add_parser(
         "export",
-        help="write a checkpoint for prediction only",
-        description="Write CHECKPOINT's weights (the EMA average if the run kept "
-        "one), class names and config, without optimizer state.",
+        help="export a checkpoint to ONNX, an ExportedProgram or slim weights",
+        description="Write CHECKPOINT as an ONNX file (run by onnxruntime, or any ONNX "
+        "runtime), a torch.export ExportedProgram (.pt2), or a slim weights file (.pt: the "
+        "weights, the EMA average if the run kept one, class names and config). The graphs "
+        "take uint8 RGB images of any size in their range, normalise and pad them inside, and "
+        "give the final predictions (a detector's boxes in the image file's pixels, after "
+        "NMS); class names, category ids and the input range travel in the file. Every graph "
+        "is checked against the eager model at three input sizes other than the traced one "
+        "before it is written.",
     )
-    s.add_argument("checkpoint", help="a .pt file from a run")
-    s.add_argument("--out", required=True, help="where to write the slim checkpoint")
+    s.add_argument(
+        "checkpoint", help="a .pt file from a run (best.pt, last.pt) or a weights export"
+    )
+    s.add_argument(
+        "--format",
+        choices=["onnx", "exported-program", "weights"],
+        help="default: from --out's suffix (.onnx, .pt2, .pt), else onnx",
+    )
+    s.add_argument("--out", help="the file to write (default: CHECKPOINT with the format's suffix)")
+    s.add_argument(
+        "--dynamic-batch",
+        action="store_true",
+        help="the graph takes batches of any size (default: one image a run)",
+    )
+    s.add_argument(
+        "--input-size",
+        nargs=2,
+        type=_positive_int,
+        metavar=("H", "W"),
+        help="the size to trace at (default: the model's pad_to, else the first validation "
+        "image's); the graph takes other sizes too",
+    )
+    s.add_argument(
+        "--check",
+        action="store_true",
+        help="also evaluate the export and the checkpoint on the config's validation data: "
+        "the metric must agree (AP and mIoU within 0.001)",
+    )
     s.set_defaults(func=_cmd_export)
 
 
@@ -479,16 +523,28 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import json
 
     from cvkit.config import load_config
-    from cvkit.engine.predict import predict
+    from cvkit.engine.deployed import is_deployed
+    from cvkit.engine.predict import predict, predict_deployed
 
-    results = predict(
-        load_config(args.config),
-        args.checkpoint,
-        args.images,
-        args.topk,
-        args.out,
-        args.score_threshold,
-    )
+    exported = args.config if is_deployed(args.config) else args.checkpoint
+    if is_deployed(exported):
+        results = predict_deployed(exported, args.images, args.topk, args.out, args.score_threshold)
+    elif args.checkpoint is None:
+        from cvkit import ConfigError
+
+        raise ConfigError(
+            "cvkit predict needs --checkpoint with a config",
+            hints=["or give a model from `cvkit export` (.onnx, .pt2) in place of the config"],
+        )
+    else:
+        results = predict(
+            load_config(args.config),
+            args.checkpoint,
+            args.images,
+            args.topk,
+            args.out,
+            args.score_threshold,
+        )
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -510,9 +566,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from cvkit.engine.predict import export_weights
+    from cvkit.engine.export import export
 
-    print(f"wrote {export_weights(args.checkpoint, args.out)}")
+    result = export(
+        args.checkpoint,
+        args.format,
+        args.out,
+        dynamic_batch=args.dynamic_batch,
+        input_size=tuple(args.input_size) if args.input_size else None,
+        check_metric=args.check,
+    )
+    for line in result.checks:
+        print(f"  checked {line}")
+    print(f"wrote {result.path}")
     return 0
 
 

@@ -81,6 +81,17 @@ class DetTarget:
     image_id: int
     orig_size: tuple[int, int]
 
+    @classmethod
+    def empty(cls, image_id: int, orig_size: tuple[int, int]) -> DetTarget:
+        """A target without boxes: what prediction on a file needs (its id and size)."""
+        return cls(
+            torch.zeros(0, 4),
+            torch.zeros(0, dtype=torch.int64),
+            torch.zeros(0, dtype=torch.bool),
+            image_id,
+            orig_size,
+        )
+
     def to(self, device: torch.device | str) -> DetTarget:
         return DetTarget(
             self.boxes.to(device),

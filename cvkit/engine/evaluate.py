@@ -24,7 +24,7 @@ class Evaluation:
 
     Attributes:
         metrics: the evaluator's metrics plus ``val_loss`` (the summed loss terms, averaged
-            over images).
+            over images; absent for a model without losses: an exported one).
         evaluator: the task's evaluator after ``compute`` (tables, per-class numbers).
         first: the first batch (on the CPU) and its predictions, for pictures; ``None``
             unless asked for.
@@ -60,10 +60,12 @@ def evaluate(
         ValueError: the loader yields no batch (on any process, for all of them).
     """
     loss_sum, count, first = 0.0, 0, None
+    has_loss = False  # an exported model (engine.deployed) predicts without losses
     loader.sampler.set_epoch(0)  # type: ignore[attr-defined]
     for batch in loader:
         batch = batch.to(device)
         losses, predictions = cast(TaskModel, model).loss_and_predict(batch)
+        has_loss = has_loss or bool(losses)
         loss_sum += float(sum(losses.values())) * len(batch)
         count += len(batch)
         evaluator.process(batch, predictions)
@@ -72,10 +74,13 @@ def evaluate(
     processes = distributed.current()
     if processes.distributed:
         metrics = _gathered(evaluator, loss_sum, count, processes)
-        return Evaluation(metrics, evaluator, first)
-    if count == 0:
+    elif count == 0:
         raise ValueError("the evaluation data are empty")
-    return Evaluation({**evaluator.compute(), "val_loss": loss_sum / count}, evaluator, first)
+    else:
+        metrics = {**evaluator.compute(), "val_loss": loss_sum / count}
+    if not has_loss:
+        metrics.pop("val_loss", None)
+    return Evaluation(metrics, evaluator, first)
 
 
 def _gathered(

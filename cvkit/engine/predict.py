@@ -15,6 +15,7 @@ from cvkit.builder import build
 from cvkit.config import Config
 from cvkit.config.class_count import fill_from_classes
 from cvkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from cvkit.engine.deployed import load_deployed
 from cvkit.engine.run import build_model, validate
 from cvkit.engine.tasks import PredictRequest, task_of
 from cvkit.engine.weights import inference_weights, load_model_weights
@@ -65,6 +66,31 @@ def predict(
     return task_of(model).predict_images(model, images, request)
 
 
+def predict_deployed(
+    model_file: str | os.PathLike,
+    images: list[str],
+    topk: int | None = None,
+    out_dir: str | os.PathLike | None = None,
+    score_threshold: float | None = None,
+) -> list[dict[str, Any]]:
+    """``predict`` with an exported model (``.onnx`` through onnxruntime, or ``.pt2``): no
+    config and no cvkit model; the class names, category ids and ``data.val`` transforms
+    come from the file's metadata. Same arguments, records and files as ``predict``."""
+    images = expand_images(images)
+    model = load_deployed(model_file)
+    transforms = list(model.metadata.get("val_transforms") or [])
+    request = PredictRequest(
+        classes=model.classes,
+        cat_ids=list(model.metadata["cat_ids"]),
+        pipeline=lambda skip: _pipeline(transforms, skip, "val_transforms"),
+        out_dir=Path(out_dir) if out_dir else None,
+        topk=topk,
+    )
+    if score_threshold is not None:
+        request.score_threshold = request.draw_threshold = score_threshold
+    return task_of(model).predict_images(model, images, request)  # type: ignore[arg-type]
+
+
 def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
     """A checkpoint for prediction: the weights (EMA if kept), class names, the dataset's
     category ids (so results files keep them) and the config only."""
@@ -109,14 +135,20 @@ def expand_images(paths: list[str]) -> list[str]:
 
 def _val_pipeline(settings, cfg, skip: tuple[str, ...] = ()):
     """The ``data.val`` transforms (resizing) for the image alone, without those in ``skip``."""
+    val = settings.data.val or {}
+    return _pipeline(val.get("transforms", []), skip, "data.val", cfg.describe)
+
+
+def _pipeline(transforms: list, skip: tuple[str, ...], where: str, describe=None):
+    """``transforms`` (a config's list, at ``where``) built and composed, without the types
+    in ``skip``."""
     from cvkit.data.transforms import compose
     from cvkit.registry import TRANSFORMS
 
-    val = settings.data.val or {}
     return compose(
         [
-            build(t, TRANSFORMS, path=f"data.val.transforms[{i}]", describe=cfg.describe)
-            for i, t in enumerate(val.get("transforms", []))
+            build(t, TRANSFORMS, path=f"{where}.transforms[{i}]", describe=describe)
+            for i, t in enumerate(transforms)
             if not (isinstance(t, dict) and t.get("type") in skip)
         ]
     )

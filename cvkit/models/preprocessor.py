@@ -88,6 +88,17 @@ class Preprocessor(nn.Module):
             x = F.pad(x, (0, pad_w, 0, pad_h))
         return x
 
+    def graph_forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``forward(images)`` for an exported graph, whose height and width are symbolic:
+        resizing (with ``input_size``) and padding always run, as no-ops when the size
+        already fits, so no step depends on the traced size. Same shapes as ``forward``."""
+        x = (images.float() - self.mean) / self.std
+        if self.input_size is not None:
+            size = (self.input_size, self.input_size)
+            x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+        pad_h, pad_w = self._padding(x.shape[-2], x.shape[-1])
+        return F.pad(x, (0, pad_w, 0, pad_h))
+
     def _padding(self, h: int, w: int) -> tuple[int, int]:
         if self.pad_to is None:
             d = self.size_divisor

@@ -82,6 +82,11 @@ class Task:
         """Predict on image files; one JSON-able record per image."""
         raise NotImplementedError
 
+    def predict_deployed(self, model: Any, batch: Any) -> list[Any]:
+        """Predictions for ``batch`` from an exported model (``engine.deployed.
+        DeployedModel``): the same kind, in the same pixels, as the model's ``predict``."""
+        raise ValueError(f"the {self.name!r} task cannot run an exported model")
+
     def evaluate(
         self,
         model: nn.Module,

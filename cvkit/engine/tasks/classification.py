@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -17,7 +18,7 @@ from cvkit.evaluation.classification import ClassificationEvaluator
 from cvkit.evaluation.reports import classification_report
 from cvkit.models.tasks.protocol import TaskModel
 from cvkit.registry import TASKS
-from cvkit.structures import ClsBatch
+from cvkit.structures import ClsBatch, ClsPrediction
 
 
 @TASKS.register("classification")
@@ -36,6 +37,21 @@ class ClassificationTask(Task):
         self, evaluation: Evaluation, classes: Sequence[str], out_dir: Path
     ) -> tuple[dict[str, Any], str]:
         return classification_report(evaluation.metrics, evaluation.evaluator, classes, out_dir)
+
+    def predict_deployed(self, model: Any, batch: ClsBatch) -> list[ClsPrediction]:
+        """Class probabilities of every image of the batch (one run when the export takes
+        batches)."""
+        images = batch.images.cpu().numpy()
+        if model.metadata["batch"] == "static":
+            probs = np.concatenate(
+                [model(images=images[i : i + 1])["probs"] for i in range(len(images))]
+            )
+        else:
+            probs = model(images=images)["probs"]
+        return [
+            ClsPrediction(torch.from_numpy(p.copy()), int(p.argmax()), float(p.max()))
+            for p in probs
+        ]
 
     @torch.no_grad()
     def predict_images(

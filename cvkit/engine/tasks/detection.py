@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import cv2
+import numpy as np
 import torch
 from torch import nn
 
@@ -50,6 +51,28 @@ class DetectionTask(Task):
             evaluation.metrics, evaluation.evaluator, classes, out_dir, evaluation.first
         )
 
+    def predict_deployed(self, model: Any, batch: DetBatch) -> list[DetPrediction]:
+        """Detections in each file's pixels: every image of the batch cut to its size before
+        padding and run alone, with its file's size for the graph to rescale to."""
+        out = []
+        for i, (h, w) in enumerate(batch.image_sizes):
+            target = None if batch.targets is None else batch.targets[i]
+            file_size = target.orig_size if target is not None else (h, w)
+            result = model(
+                images=batch.images[i : i + 1, :, :h, :w].cpu().numpy(),
+                orig_sizes=np.array([file_size], dtype=np.int64),
+            )
+            n = int(result["num_detections"][0])
+            out.append(
+                DetPrediction(
+                    torch.from_numpy(result["boxes"][0, :n].copy()),
+                    torch.from_numpy(result["scores"][0, :n].copy()),
+                    torch.from_numpy(result["labels"][0, :n].copy()),
+                    -1 if target is None else target.image_id,
+                )
+            )
+        return out
+
     @torch.no_grad()
     def predict_images(
         self, model: nn.Module, images: Sequence[str], request: PredictRequest
@@ -86,13 +109,7 @@ class DetectionTask(Task):
 def _single_batch(image: Any, pipeline: Any, image_id: int) -> DetBatch:
     """One file as a batch; its empty target carries the id and the file's size."""
     x = pipeline(image=image)["image"] if pipeline else image
-    empty = DetTarget(
-        torch.zeros(0, 4),
-        torch.zeros(0, dtype=torch.int64),
-        torch.zeros(0, dtype=torch.bool),
-        image_id,
-        image.shape[:2],
-    )
+    empty = DetTarget.empty(image_id, image.shape[:2])
     return DetBatch(torch.from_numpy(x).permute(2, 0, 1)[None].contiguous(), [x.shape[:2]], [empty])
 
 

@@ -20,6 +20,7 @@ from cvkit.evaluation.reports import segmentation_report
 from cvkit.evaluation.segmentation import SegmentationEvaluator
 from cvkit.models.tasks.protocol import TaskModel
 from cvkit.registry import TASKS
+from cvkit.structures import SegPrediction
 from cvkit.visualize.draw import draw_segmentation, save_index_mask
 
 # Transforms that only pad: prediction leaves them out, since the model pads by itself and a
@@ -50,6 +51,19 @@ class SegmentationTask(Task):
         return segmentation_report(
             evaluation.metrics, evaluation.evaluator, classes, out_dir, evaluation.first
         )
+
+    def predict_deployed(self, model: Any, batch: Any) -> list[SegPrediction]:
+        """A class per pixel of each file: every image of the batch cut to its size before
+        padding and run alone, the masks coming back at its file's size."""
+        out = []
+        for i, ((h, w), orig) in enumerate(zip(batch.image_sizes, batch.orig_sizes)):
+            result = model(
+                images=batch.images[i : i + 1, :, :h, :w].cpu().numpy(),
+                out_size=np.array(orig, dtype=np.int64),
+            )
+            mask = torch.from_numpy(result["mask"][0].astype(np.int64))
+            out.append(SegPrediction(mask, None, batch.names[i]))
+        return out
 
     @torch.no_grad()
     def predict_images(

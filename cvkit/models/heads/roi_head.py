@@ -86,6 +86,8 @@ class RoIHead(nn.Module):
             )
         self.num_classes = num_classes
         self.levels = [strides.index(s) for s in roi_strides]
+        self.roi_strides = tuple(int(s) for s in roi_strides)
+        self.sampling_ratio = sampling_ratio
         names = [str(i) for i in self.levels]
         self.roi_align = MultiScaleRoIAlign(names, roi_size, sampling_ratio)
         self.fc1 = nn.Linear(in_channels * roi_size * roi_size, fc_channels)

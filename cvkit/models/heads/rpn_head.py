@@ -113,7 +113,7 @@ class RPNHead(nn.Module):
 
     def anchors(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         """Per level ``Tensor[H_l*W_l*A, 4]``, in the order of ``forward``'s outputs."""
-        sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in feats]
+        sizes = [(f.shape[-2], f.shape[-1]) for f in feats]  # symbolic when exporting
         return self.anchor_generator(sizes, self.strides, feats[0].device, feats[0].dtype)
 
     @torch.no_grad()

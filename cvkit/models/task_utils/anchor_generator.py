@@ -126,6 +126,8 @@ class AnchorGenerator:
 
     def _base_on(self, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
         key = (str(device), dtype)
+        if torch.compiler.is_compiling():  # tracing for export: keep no traced tensor
+            return [b.to(device=device, dtype=dtype) for b in self._base]
         if key not in self._cache:
             self._cache[key] = [b.to(device=device, dtype=dtype) for b in self._base]
         return self._cache[key]

@@ -99,9 +99,9 @@ class DeltaBoxCoder:
             ``Tensor`` shaped like ``deltas``: ``xyxy`` boxes in the deltas' dtype.
         """
         _check_boxes("anchors", anchors)
-        if deltas.dim() != 2 or deltas.shape[1] % 4 != 0 or deltas.shape[0] != len(anchors):
+        if deltas.dim() != 2 or deltas.shape[1] % 4 != 0 or deltas.shape[0] != anchors.shape[0]:
             raise ValueError(
-                f"DeltaBoxCoder.decode: deltas must be [N, k*4] with N = {len(anchors)} "
+                f"DeltaBoxCoder.decode: deltas must be [N, k*4] with N = {anchors.shape[0]} "
                 f"anchors, got {tuple(deltas.shape)}"
             )
         anchors = anchors.to(deltas.dtype)
