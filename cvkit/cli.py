@@ -304,6 +304,12 @@ def _add_export(sub: Any) -> None:
         "checkpoint", help="a .pt file from a run (best.pt, last.pt) or a weights export"
     )
     s.add_argument(
+        "overrides",
+        nargs="*",
+        help="dotted overrides of the config the checkpoint was trained with, for what may "
+        "change after training, e.g. model.score_threshold=0.3 model.max_detections=50",
+    )
+    s.add_argument(
         "--format",
         choices=["onnx", "exported-program", "weights"],
         help="default: from --out's suffix (.onnx, .pt2, .pt), else onnx",
@@ -572,6 +578,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         args.checkpoint,
         args.format,
         args.out,
+        overrides=args.overrides,
         dynamic_batch=args.dynamic_batch,
         input_size=tuple(args.input_size) if args.input_size else None,
         check_metric=args.check,

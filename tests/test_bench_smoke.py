@@ -106,3 +106,12 @@ def test_ddp_scaling_times_one_and_two_processes(shapes_cache, tmp_path):
     assert [layout for layout, _, _ in rows] == ["1x2", "2x1"]
     assert all(float(rate) > 0 for _, rate, _ in rows)
     assert json.loads((tmp_path / "ddp_scaling.json").read_text())["rows"][1]["layout"] == "2x1"
+
+
+def test_export_speed_times_eager_and_onnxruntime(shapes_cache):
+    args = ("--runs", "1", "--rounds", "1", "--threads", "1", "--models", "classifier", "detector")
+    stdout = run_bench("export_speed.py", *args, env=shapes_cache)
+    for name in ("classifier", "detector"):
+        found = re.search(rf"^{name}: \d+x\d+ image, eager [0-9.]+ ms, onnxruntime [0-9.]+ ms; "
+                          r"eager / onnxruntime = ([0-9.]+)$", stdout, re.M)  # fmt: skip
+        assert found and float(found.group(1)) > 0, stdout

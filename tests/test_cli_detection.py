@@ -1,6 +1,7 @@
 """Detection through the command line: train, eval, predict, on a tiny shapes dataset."""
 
 import json
+import re
 
 import pytest
 
@@ -205,3 +206,71 @@ def test_predict_help_says_what_the_filters_do():
     assert (
         run_cli("predict", "c.yaml", "x.png", "--checkpoint", "a.pt", "--topk", "0").returncode == 2
     )
+
+
+def _checked_metric(stdout: str) -> tuple[float, float]:
+    """The eager and exported metric of `cvkit export --check`'s last line."""
+    line = next(line for line in stdout.splitlines() if "on data.val: eager" in line)
+    eager, exported = (float(v) for v in re.findall(r"(?:eager|exported) ([0-9.]+)", line))
+    return eager, exported
+
+
+def _same_detection(a: dict, b: dict) -> bool:
+    boxes = zip(a["bbox_xyxy"], b["bbox_xyxy"], strict=True)
+    return (
+        a["class"] == b["class"]
+        and abs(a["score"] - b["score"]) <= 2e-4
+        and all(abs(p - q) <= 0.02 for p, q in boxes)
+    )
+
+
+def test_export_to_onnx_then_predict_and_eval_from_it_as_from_the_checkpoint(trained):
+    folder, env = trained
+    export = run_cli(
+        "export", "runs/det/last.pt", "model.score_threshold=0.001", "--out", "det.onnx",
+        "--check", cwd=folder, env=env,
+    )  # fmt: skip
+    assert export.returncode == 0, export.stderr
+    checked = [line for line in export.stdout.splitlines() if line.startswith("  checked ")]
+    assert len(checked) == 4 and "detections:" in checked[0]  # 3 sizes and the metric
+    assert export.stdout.strip().endswith("wrote det.onnx")
+    eager_ap, exported_ap = _checked_metric(export.stdout)
+    assert abs(eager_ap - exported_ap) <= 0.001
+
+    image = next((folder / "cache").rglob("*.png"))
+    want = json.loads(_predict(folder, env, image, "ckpt", "--json").stdout)[0]["detections"]
+    out = run_cli("predict", "det.onnx", str(image), "--out", "onnx", "--json", cwd=folder)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)[0]["detections"]
+    assert len(got) == len(want) > 3
+    for w in want:  # one to one; the order of near-tied scores may differ
+        same = [g for g in got if _same_detection(g, w)]
+        assert same, f"no exported detection matches {w}"
+        got.remove(same[0])
+    coco = json.loads((folder / "onnx" / "results.json").read_text())
+    assert len(coco) == len(want) and {c["category_id"] for c in coco} <= {1, 2, 3}
+    assert (folder / "onnx" / f"{image.stem}.png").is_file()
+
+    ap = {}
+    for name in ("runs/det/last.pt", "det.onnx"):
+        out = run_cli("eval", "low.yaml", "--checkpoint", name, "--out", "ev_" + name[-4:],
+                      cwd=folder, env=env)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        ap[name] = float(re.search(r"^\s+AP: ([0-9.]+)$", out.stdout, re.M).group(1))
+    assert abs(ap["runs/det/last.pt"] - ap["det.onnx"]) <= 0.001
+
+
+def test_export_names_an_override_it_cannot_apply(trained):
+    folder, env = trained
+    out = run_cli("export", "runs/det/last.pt", "model.nonsense=1", cwd=folder, env=env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "model.nonsense" in out.stderr
+    assert not (folder / "runs" / "det" / "last.onnx").exists()
+
+
+def test_predict_with_a_config_and_no_checkpoint_says_what_to_give(trained):
+    folder, _ = trained
+    out = run_cli("predict", "c.yaml", "x.png", cwd=folder)
+    assert out.returncode == 2
+    assert "cvkit predict needs --checkpoint with a config" in out.stderr
+    assert "or give a model from `cvkit export` (.onnx, .pt2)" in out.stderr

@@ -94,3 +94,22 @@ def test_truncated_checkpoint_is_one_clear_message(trained):
     assert out.returncode == 1
     assert "broken.pt' cannot be read" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_export_to_onnx_predicts_the_same_top_k_without_the_config(trained):
+    out = run_cli("export", "runs/cli/last.pt", "--format", "onnx", "--dynamic-batch", cwd=trained)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("  checked ") == 3 and "probs: " in out.stdout
+    for digit, size in (("4", (40, 30)), ("1", (24, 52))):  # sizes other than the traced
+        image = np.zeros((*size, 3), np.uint8)
+        cv2.putText(image, digit, (4, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2)
+        cv2.imwrite(str(trained / f"digit{digit}.png"), image)
+    args = ["digit4.png", "digit1.png", "--topk", "3", "--json"]
+    want = run_cli("predict", "c.yaml", *args, "--checkpoint", "runs/cli/last.pt", cwd=trained)
+    got = run_cli("predict", "runs/cli/last.onnx", *args, cwd=trained)
+    assert got.returncode == 0, got.stderr
+    for g, w in zip(json.loads(got.stdout), json.loads(want.stdout), strict=True):
+        assert [t["class"] for t in g["top"]] == [t["class"] for t in w["top"]]
+        assert [t["prob"] for t in g["top"]] == pytest.approx(
+            [t["prob"] for t in w["top"]], abs=1e-4
+        )

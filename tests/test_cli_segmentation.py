@@ -106,3 +106,31 @@ def test_a_class_count_that_disagrees_with_the_data_names_the_key(trained):
     assert out.returncode == 2
     assert "model.head.num_classes: the model has num_classes=5 but data.train has 4" in out.stderr
     assert "set model.head.num_classes=4" in out.stderr
+
+
+def test_export_to_onnx_then_predict_and_eval_from_it_as_from_the_checkpoint(trained):
+    folder, env, _ = trained
+    out = run_cli("export", "runs/seg/last.pt", "--out", "seg.onnx", cwd=folder, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("  checked ") == 3 and "mask: " in out.stdout
+    images = next((folder / "cache").rglob("val-*")) / "images"
+    want = json.loads(
+        run_cli("predict", "c.yaml", str(images), "--checkpoint", "runs/seg/last.pt",
+                "--out", "ckpt", "--json", cwd=folder, env=env).stdout
+    )  # fmt: skip
+    out = run_cli("predict", "seg.onnx", str(images), "--out", "onnx", "--json", cwd=folder)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert [r["image"] for r in got] == [r["image"] for r in want] and len(got) == 4
+    for g, w in zip(got, want):
+        eager, exported = (np.asarray(Image.open(folder / r["mask"])) for r in (w, g))
+        assert exported.shape == eager.shape and (exported == eager).mean() >= 0.999
+        assert g["overlay"].startswith("onnx/")
+    miou = {}
+    for name in ("runs/seg/last.pt", "seg.onnx"):
+        out = run_cli("eval", "c.yaml", "--checkpoint", name, "--out", "ev_" + name[-4:],
+                      cwd=folder, env=env)  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        miou[name] = json.loads((folder / ("ev_" + name[-4:]) / "eval.json").read_text())
+    a, b = (m["metrics"]["mIoU"] for m in miou.values())
+    assert abs(a - b) <= 0.001

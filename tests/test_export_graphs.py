@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from timm.layers import Conv2dSame
 from torchvision.ops import MultiScaleRoIAlign
 
 import cvkit
 from cvkit.models.deploy import deploy_graph
 from cvkit.models.deploy.postprocess import best_detections, kept_by_nms, top_k_padded
 from cvkit.models.deploy.roi_pooling import pyramid_roi_align
+from cvkit.models.deploy.same_padding import ConstantSamePadConv2d, traceable
 from cvkit.ops import batched_nms
 from cvkit.registry import MODELS
 
@@ -150,6 +152,40 @@ def test_every_graph_gives_what_its_eager_model_predicts(name, size):
         assert int(expected[3][0]) > 10  # the perturbed heads do detect
     for got, want in zip(out[:n], expected):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel, stride, dilation", [(3, 2, 1), (5, 2, 1), (3, 1, 2), (4, 2, 1)])
+def test_constant_same_padding_equals_timm_conv2d_same_at_multiples_of_the_stride(
+    kernel, stride, dilation
+):
+    torch.manual_seed(0)
+    conv = Conv2dSame(3, 4, kernel, stride, dilation=dilation)
+    constant = ConstantSamePadConv2d(conv)
+    for h, w in ((32, 48), (6, 10), (stride, 2 * stride)):
+        x = torch.randn(2, 3, h, w)
+        torch.testing.assert_close(constant(x), conv(x))
+
+
+def test_traceable_swaps_same_padding_only_where_every_size_is_a_multiple_of_the_stride():
+    spec = {**SEGMENTER, "preprocessor": {"type": "Preprocessor", "size_divisor": 32}}
+    spec["backbone"] = {
+        "type": "TimmBackbone",
+        "name": "tf_mobilenetv3_small_minimal_100",
+        "out_indices": [2, 3, 4],
+    }
+    graph = deploy_graph(cvkit.build(spec, MODELS).eval())
+    traced = traceable(graph)
+    assert traced is not graph
+    assert not any(isinstance(m, Conv2dSame) for m in traced.modules())
+    assert any(isinstance(m, Conv2dSame) for m in graph.modules())  # the reference stays
+    images = photo(77, 101)
+    with torch.no_grad():
+        for got, want in zip(traced(*graph.inputs_for(images)), graph(*graph.inputs_for(images))):
+            torch.testing.assert_close(got, want)
+    # padded to 16, not a multiple of the backbone's stride 32: the original is traced
+    spec["preprocessor"] = {"type": "Preprocessor", "size_divisor": 16}
+    graph = deploy_graph(cvkit.build(spec, MODELS).eval())
+    assert traceable(graph) is graph
 
 
 def test_a_model_of_an_unknown_kind_cannot_be_exported_and_says_how_to():

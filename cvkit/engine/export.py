@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import torch
 from cvkit import __version__
 from cvkit.config import Config
 from cvkit.config.class_count import fill_from_classes
+from cvkit.config.load import apply_overrides
 from cvkit.engine.checkpoint import load_checkpoint
 from cvkit.engine.deployed import METADATA_FILE, DeployedModel, load_deployed
 from cvkit.engine.export_samples import check_sizes, sample_images
@@ -34,7 +35,7 @@ from cvkit.engine.predict import export_weights
 from cvkit.engine.resume import trained_config
 from cvkit.engine.run import build_model, validate
 from cvkit.engine.weights import inference_weights, load_model_weights
-from cvkit.models.deploy import DeployGraph, deploy_graph
+from cvkit.models.deploy import DeployGraph, deploy_graph, traceable
 
 FORMATS = {"onnx": ".onnx", "exported-program": ".pt2", "weights": ".pt"}
 OPSET = 18  # ONNX Resize with antialias (resizing preprocessors); RoiAlign
@@ -53,6 +54,7 @@ def export(
     fmt: str | None = None,
     out: str | os.PathLike | None = None,
     *,
+    overrides: Sequence[str] = (),
     dynamic_batch: bool = False,
     input_size: tuple[int, int] | None = None,
     check_metric: bool = False,
@@ -63,6 +65,8 @@ def export(
         fmt: ``onnx``, ``exported-program`` or ``weights``; ``None``: from ``out``'s suffix
             (``.onnx``, ``.pt2``, ``.pt``), else ONNX.
         out: the file to write; default: the checkpoint's path with the format's suffix.
+        overrides: dotted overrides of the config the checkpoint was trained with, for what
+            can change after training (``model.score_threshold=0.3``); recorded in the file.
         dynamic_batch: the graph takes any batch size (default: one image per run).
         input_size: ``(h, w)`` to trace at (default: the model's fixed padded size, else the
             first validation image's); the graph takes other sizes all the same.
@@ -75,18 +79,22 @@ def export(
     fmt = _format(fmt, out)
     path = Path(out) if out else Path(checkpoint).with_suffix(FORMATS[fmt])
     if fmt == "weights":
-        return ExportResult(export_weights(checkpoint, path), [])
-    model, cfg, state = trained_model(checkpoint)
+        config = None
+        if overrides:
+            config = _config(checkpoint, load_checkpoint(checkpoint), overrides).to_yaml()
+        return ExportResult(export_weights(checkpoint, path, config), [])
+    model, cfg, state = trained_model(checkpoint, overrides)
     graph = deploy_graph(model)
     samples = sample_images(cfg, graph)
     traced = input_size or _default_size(graph, samples)
     _check_size(traced, graph.min_side(), graph.max_side())
     sizes = check_sizes(traced, graph.min_side(), graph.max_side())
     meta = metadata_of(graph, cfg, state, fmt, dynamic_batch, traced)
+    meta["overrides"] = list(overrides)
     temp = path.with_name(f".{path.stem}.partial{path.suffix}")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        run = _write(graph, fmt, temp, meta, samples[0], traced, dynamic_batch)
+        run = _write(traceable(graph), fmt, temp, meta, samples[0], traced, dynamic_batch)
         checks = check_parity(graph, run, samples, sizes, dynamic_batch)
         if check_metric:
             from cvkit.engine.evaluate_checkpoint import compare_on_data
@@ -107,14 +115,23 @@ def _format(fmt: str | None, out: str | os.PathLike | None) -> str:
     return fmt
 
 
-def trained_model(checkpoint: str | os.PathLike) -> tuple[torch.nn.Module, Config, dict]:
-    """The checkpoint's model (eval mode, its weights) and the config it was trained with."""
+def trained_model(
+    checkpoint: str | os.PathLike, overrides: Sequence[str] = ()
+) -> tuple[torch.nn.Module, Config, dict]:
+    """The checkpoint's model (eval mode, its weights) and the config it was trained with,
+    ``overrides`` applied."""
     state = load_checkpoint(checkpoint)
-    cfg = trained_config(Path(checkpoint), state)
+    cfg = _config(checkpoint, state, overrides)
     fill_from_classes(cfg, list(state.get("classes") or []), f"checkpoint {str(checkpoint)!r}")
     model = build_model(validate(cfg), cfg, pretrained=False)
     load_model_weights(model, inference_weights(state), Path(checkpoint))
     return model.eval(), cfg, state
+
+
+def _config(checkpoint: str | os.PathLike, state: dict, overrides: Sequence[str]) -> Config:
+    cfg = trained_config(Path(checkpoint), state)
+    apply_overrides(cfg, overrides)
+    return cfg
 
 
 def _default_size(graph: DeployGraph, samples: list[np.ndarray]) -> tuple[int, int]:
@@ -300,7 +317,8 @@ def check_parity(
 
 def _compare_final(graph: DeployGraph, eager: list[np.ndarray], exported, where: str) -> str:
     if graph.task == "detection":
-        return compare_detections(eager, exported, where)
+        threshold = float(getattr(graph, "score_threshold", 0.0))
+        return compare_detections(eager, exported, where, threshold)
     if graph.task == "segmentation":
         return compare_masks(eager[0], exported[0], where)
     return compare_close(graph.output_names[0], eager[0], exported[0], where)

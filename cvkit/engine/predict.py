@@ -91,15 +91,18 @@ def predict_deployed(
     return task_of(model).predict_images(model, images, request)  # type: ignore[arg-type]
 
 
-def export_weights(checkpoint: str | os.PathLike, out: str | os.PathLike) -> Path:
+def export_weights(
+    checkpoint: str | os.PathLike, out: str | os.PathLike, config: str | None = None
+) -> Path:
     """A checkpoint for prediction: the weights (EMA if kept), class names, the dataset's
-    category ids (so results files keep them) and the config only."""
+    category ids (so results files keep them) and the config only (``config``, a YAML text,
+    in place of the checkpoint's own)."""
     state = load_checkpoint(checkpoint)
     slim = {
         "model": inference_weights(state),
         "classes": state.get("classes", []),
         "cat_ids": state.get("cat_ids"),
-        "config": state.get("config"),
+        "config": config if config is not None else state.get("config"),
         "cvkit_version": __version__,
     }
     return save_checkpoint(slim, out)

@@ -13,6 +13,7 @@ from torch import nn
 from cvkit.models.deploy.base import DeployGraph
 from cvkit.models.deploy.classifier import ClassifierGraph
 from cvkit.models.deploy.dense_detector import DenseDetectorGraph
+from cvkit.models.deploy.same_padding import traceable
 from cvkit.models.deploy.segmenter import SegmenterGraph
 from cvkit.models.deploy.two_stage_detector import TwoStageDetectorGraph
 from cvkit.models.tasks.classifier import ImageClassifier
@@ -56,4 +57,5 @@ __all__ = [
     "SegmenterGraph",
     "TwoStageDetectorGraph",
     "deploy_graph",
+    "traceable",
 ]

@@ -79,6 +79,10 @@ class DenseDetectorGraph(DeployGraph):
     def max_detections(self) -> int:
         return int(self.model.max_detections)
 
+    @property
+    def score_threshold(self) -> float:
+        return float(self.model.score_threshold)
+
     def coarsest_stride(self) -> int:
         return max(self.model.strides)
 

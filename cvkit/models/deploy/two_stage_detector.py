@@ -123,6 +123,10 @@ class TwoStageDetectorGraph(DeployGraph):
     def max_detections(self) -> int:
         return int(self.model.roi_head.max_detections)
 
+    @property
+    def score_threshold(self) -> float:
+        return float(self.model.roi_head.score_threshold)
+
     def coarsest_stride(self) -> int:
         return max(self.model.rpn_head.strides)
 
