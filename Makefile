@@ -7,6 +7,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.cvkit-installed
 PLUGIN_PROJECTS := $(wildcard plugins/*/pyproject.toml)
 PYTEST_ARGS ?=
+# test files spread over this many processes (pytest-xdist; a file's tests stay together, so
+# its fixtures are built once): on this project's 2-core machine 2 take the suite from about
+# 13 minutes to 9
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint format clean
 
@@ -14,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/cvkit demo
 
 test: lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # ruff; the layers (import-linter contracts in pyproject.toml); the types (mypy)
 lint: $(STAMP)
