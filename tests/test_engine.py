@@ -85,6 +85,7 @@ def test_run_folder_contents_and_logs(tmp_path):
     result = run.train(from_dict(cfg))
     files = {p.name for p in result.run_dir.iterdir()}
     assert {"config.yaml", "metrics.jsonl", "last.pt", "best.pt", "tensorboard"} <= files
+    assert (result.run_dir / "curves.png").stat().st_size > 1000
     records = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     train_steps = [r["step"] for r in records if r["phase"] == "train"]
     assert train_steps == [2, 4, 6, 8, 10, 12]  # every 2 steps and the epoch's last

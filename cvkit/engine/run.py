@@ -23,6 +23,7 @@ from cvkit.engine import distributed
 from cvkit.engine import hooks as H
 from cvkit.engine.batching import BatchPlan, plan_batch
 from cvkit.engine.batching import describe as describe_batch
+from cvkit.engine.curves import CurvesHook
 from cvkit.engine.evaluate import Evaluation
 from cvkit.engine.optim import build_optimizer
 from cvkit.engine.resume import ResumePlan, describe_changes, plan_resume, record_resume
@@ -409,6 +410,7 @@ def _trainer(
             tcfg.log_interval, tcfg.tensorboard, metric=ecfg.metric or task.default_metric
         ),
         H.CheckpointHook(tcfg.checkpoint_interval, ecfg.metric or task.default_metric, ecfg.mode),
+        CurvesHook(ecfg.metric or task.default_metric),
     ]
     if tcfg.freeze_backbone_epochs:
         hooks.append(H.FreezeBackboneHook(tcfg.freeze_backbone_epochs))
