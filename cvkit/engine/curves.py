@@ -61,6 +61,7 @@ def write_curves(run_dir: str | Path, metric: str | None = None) -> Path | None:
 
 
 def _has_number(rows: list[dict[str, Any]], key: str) -> bool:
+    # -1 is COCO's "no ground truth of this size" (APl on small-object data): not a value
     return any(
         isinstance(r.get(key), (int, float)) and math.isfinite(r[key]) and r[key] != -1.0
         for r in rows

@@ -57,11 +57,11 @@ def compare_detections(
     last of the other list when that is full (``M`` rows: a near-tie decided which of two
     detections took the last place)."""
     worst, total, at_cut = 0.0, 0, 0
+    m = eager[0].shape[1]
     for i in range(len(eager[3])):
         e = [a[i, : int(eager[3][i])] for a in eager[:3]]
         x = [a[i, : int(exported[3][i])] for a in exported[:3]]
         gap, missing, extra = _match_image(e, x)
-        m = eager[0].shape[1]
         _only_at_cuts("eager", missing, e, x, where, score_threshold, m)
         _only_at_cuts("exported", extra, x, e, where, score_threshold, m)
         worst, total = max(worst, gap), total + len(e[0]) - len(missing)

@@ -96,21 +96,16 @@ class Preprocessor(nn.Module):
         if self.input_size is not None:
             size = (self.input_size, self.input_size)
             x = F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-        h, w = x.shape[-2], x.shape[-1]
-        if self.pad_to is None:
-            # the padded size written as a multiple of the divisor, ``ceil(h / d) * d``: the
-            # exporter's symbolic shapes then know every strided layer divides it evenly
-            # (``h + (-h % d)`` is the same number, but hides that)
-            d = self.size_divisor
-            pad_h, pad_w = (h + d - 1) // d * d - h, (w + d - 1) // d * d - w
-        else:
-            pad_h, pad_w = self._padding(h, w)
+        pad_h, pad_w = self._padding(x.shape[-2], x.shape[-1])
         return F.pad(x, (0, pad_w, 0, pad_h))
 
     def _padding(self, h: int, w: int) -> tuple[int, int]:
         if self.pad_to is None:
+            # the padded size written as a multiple of the divisor, ``ceil(h / d) * d``: at a
+            # symbolic size (an export) every strided layer then visibly divides it
+            # (``-h % d`` is the same number, but hides that)
             d = self.size_divisor
-            return -h % d, -w % d
+            return (h + d - 1) // d * d - h, (w + d - 1) // d * d - w
         if h > self.pad_to or w > self.pad_to:
             raise ValueError(
                 f"a batch of {h}x{w} images does not fit pad_to={self.pad_to}; raise "

@@ -52,21 +52,22 @@ class ConstantSamePadConv2d(nn.Conv2d):
 
 
 def traceable(graph: DeployGraph) -> DeployGraph:
-    """The graph to trace: a copy whose ``Conv2dSame`` layers pad by constants when its model
-    pads every image to a multiple of the backbone's coarsest stride (sizes symbolic), else
-    ``graph`` itself (a fixed input size keeps every size constant anyway). The export's
-    parity check compares the traced copy with the original."""
+    """The graph to trace: a copy whose backbone's ``Conv2dSame`` layers pad by constants when
+    its model pads every image to a multiple of the backbone's coarsest stride (sizes
+    symbolic), else ``graph`` itself (a fixed input size keeps every size constant anyway).
+    The export's parity check compares the traced copy with the original."""
     pre = graph.preprocessor
     backbone = getattr(graph.model, "backbone", None)
     if pre.input_size is not None or pre.pad_to is not None or backbone is None:
         return graph
     coarsest = max(int(f.stride) for f in backbone.feature_info)
-    convs = [name for name, m in graph.named_modules() if isinstance(m, Conv2dSame)]
+    # only the backbone's: its strides are what the divisor is checked against
+    convs = [name for name, m in backbone.named_modules() if isinstance(m, Conv2dSame)]
     if not convs or int(pre.size_divisor) % coarsest:
         return graph
     traced = copy.deepcopy(graph)
     for name in convs:
         parent_name, _, child = name.rpartition(".")
-        parent = traced.get_submodule(parent_name)
+        parent = traced.model.backbone.get_submodule(parent_name)
         setattr(parent, child, ConstantSamePadConv2d(getattr(parent, child)))
     return traced
