@@ -111,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         _add_coco_eval,
         _add_predict,
         _add_export,
+        _add_analyze,
         _add_demo,
     ):
         add(sub)
@@ -335,6 +336,49 @@ def _add_export(sub: Any) -> None:
         "the metric must agree (AP and mIoU within 0.001)",
     )
     s.set_defaults(func=_cmd_export)
+
+
+def _add_analyze(sub: Any) -> None:
+    """`cvkit analyze`."""
+    s = sub.add_parser(
+        "analyze",
+        help="a model's per-layer output shapes, parameters and FLOPs",
+        description="Print a table of the model's modules (path, type, output shape, "
+        "parameters, GFLOPs) and the totals, for one forward pass of the model as it is "
+        "deployed: uint8 images in, final predictions out. FLOPs are counted by PyTorch's "
+        "FlopCounterMode (2 per multiply-add; GMACs, the unit of torchvision's and fvcore's "
+        "figures, are half); operators it cannot count (NMS, RoIAlign) are listed. Without "
+        "--input-size the inputs are images of data.val after its transforms, and the mean "
+        "and spread over them are printed; with it no data is read.",
+    )
+    s.add_argument(
+        "config", help="a YAML config (only its model section is needed with --input-size)"
+    )
+    s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.head.num_classes=80")
+    s.add_argument("--checkpoint", help="a .pt file from a run: its weights and class count")
+    s.add_argument(
+        "--input-size",
+        nargs=2,
+        type=_positive_int,
+        metavar=("H", "W"),
+        help="measure one input of this size; no data is read",
+    )
+    s.add_argument(
+        "--images",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="without --input-size: how many images of data.val, spread over it (default 8)",
+    )
+    s.add_argument(
+        "--depth",
+        type=_positive_int,
+        default=3,
+        metavar="N",
+        help="table rows down to N levels below the model (default 3: backbone.model.layer1)",
+    )
+    s.add_argument("--json", action="store_true", help="print JSON (every module) instead")
+    s.set_defaults(func=_cmd_analyze)
 
 
 def _add_demo(sub: Any) -> None:
@@ -586,6 +630,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
     for line in result.checks:
         print(f"  checked {line}")
     print(f"wrote {result.path}")
+    return 0
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    import json
+
+    from cvkit.config import load_config
+    from cvkit.engine.analyze import analyze, render, to_json
+
+    analysis = analyze(
+        load_config(args.config, args.overrides),
+        args.checkpoint,
+        tuple(args.input_size) if args.input_size else None,
+        args.images,
+    )
+    print(json.dumps(to_json(analysis), indent=2) if args.json else render(analysis, args.depth))
     return 0
 
 
