@@ -50,11 +50,11 @@ def draw_detections(
     for (x1, y1, x2, y2), label, _ in shown:
         cv2.rectangle(out, (x1, y1), (x2, y2), class_color(label), thickness)
     for (x1, y1, _, _), label, score in shown:
-        _draw_label(out, f"{class_names[label]} {score:.2f}", x1, y1, class_color(label))
+        draw_label(out, f"{class_names[label]} {score:.2f}", x1, y1, class_color(label))
     return out
 
 
-def _draw_label(out: np.ndarray, text: str, x1: int, y1: int, color: tuple[int, int, int]) -> None:
+def draw_label(out: np.ndarray, text: str, x1: int, y1: int, color: tuple[int, int, int]) -> None:
     """``text`` in black on a filled ``color`` box just above ``(x1, y1)`` (below the image's
     top edge when there is no room above), drawn in place."""
     (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
