@@ -112,6 +112,8 @@ def _parser() -> argparse.ArgumentParser:
         _add_predict,
         _add_export,
         _add_analyze,
+        _add_doctor,
+        _add_embed,
         _add_demo,
     ):
         add(sub)
@@ -338,6 +340,40 @@ def _add_export(sub: Any) -> None:
     s.set_defaults(func=_cmd_export)
 
 
+def _add_embed(sub: Any) -> None:
+    """`cvkit embed`."""
+    s = sub.add_parser(
+        "embed",
+        help="a classifier's pooled features of its data, a t-SNE map and a separation score",
+        description="Run the images of the config's data.val (or --split) through the "
+        "classifier in eval mode (data.train with data.val's transforms, not its "
+        "augmentations) and keep what its neck gives the head. Writes embeddings.npy "
+        "(float32 [N, D]), labels.npy, indices.npy (each image's index in the split), "
+        "embed.json (split, checkpoint, class names, scores) "
+        "and tsne.png (scikit-learn's t-SNE, coloured by class); prints the cosine "
+        "silhouette of the features by class and their 5-NN leave-one-out accuracy. "
+        "Without --checkpoint the model is the config's as built, with its pretrained "
+        "weights if it names any: the picture before training. Classifiers only.",
+    )
+    s.add_argument("config", help="a classifier's config (the one the checkpoint was trained with)")
+    s.add_argument("overrides", nargs="*", help="dotted overrides")
+    s.add_argument("--checkpoint", help="a .pt file from a run (default: the model as built)")
+    s.add_argument("--split", default="val", choices=["val", "test", "train"])
+    s.add_argument(
+        "--out",
+        help="folder for the files (default: <checkpoint folder>/embed_<split>, or without "
+        "--checkpoint <run_dir>/embed_<name>_<split>)",
+    )
+    s.add_argument(
+        "--limit",
+        type=_positive_int,
+        metavar="N",
+        help="embed at most N images, a seeded uniform sample (train.seed) in the split's "
+        "order (default 2000: t-SNE's cost grows as N^2)",
+    )
+    s.set_defaults(func=_cmd_embed)
+
+
 def _add_analyze(sub: Any) -> None:
     """`cvkit analyze`."""
     s = sub.add_parser(
@@ -379,6 +415,42 @@ def _add_analyze(sub: Any) -> None:
     )
     s.add_argument("--json", action="store_true", help="print JSON (every module) instead")
     s.set_defaults(func=_cmd_analyze)
+
+
+def _add_doctor(sub: Any) -> None:
+    """`cvkit doctor`."""
+    s = sub.add_parser(
+        "doctor",
+        help="check a dataset whole: every problem at once, and its statistics",
+        description="Read every split of CONFIG's data (or one COCO file ANN_FILE with its "
+        "IMAGE_DIR) whole and report every problem at once, each kind with its severity, "
+        "count and first examples: the COCO file's structure and ids, every image decoded and "
+        "its size (EXIF orientation applied) against the file's, boxes that are NaN, empty or "
+        "outside their image, duplicate ids, files and boxes, the same image in two splits, "
+        "unused categories, mask values that are no class. Writes report.json and dataset.png "
+        "(instances per class, COCO small/medium/large, box sizes and aspect ratios). Exit "
+        "code: 0 no errors, 1 warnings with --strict, 2 errors.",
+    )
+    s.add_argument("target", metavar="CONFIG|ANN_FILE", help="a config, or a COCO .json file")
+    s.add_argument(
+        "rest",
+        nargs="*",
+        metavar="IMAGE_DIR|key=value",
+        help="with ANN_FILE: its image folder; with CONFIG: dotted overrides",
+    )
+    s.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    s.add_argument(
+        "--out",
+        help="folder for report.json and dataset.png (default: <run_dir>/doctor_<name>, "
+        "or doctor_<ANN_FILE stem>)",
+    )
+    s.add_argument(
+        "--examples", type=_positive_int, default=5, metavar="N", help="examples per kind (5)"
+    )
+    s.add_argument(
+        "--no-images", action="store_true", help="check the annotations only, decode no image"
+    )
+    s.set_defaults(func=_cmd_doctor)
 
 
 def _add_demo(sub: Any) -> None:
@@ -633,6 +705,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from cvkit.config import load_config
+    from cvkit.engine.embed import embed
+
+    result = embed(
+        load_config(args.config, args.overrides),
+        args.checkpoint,
+        args.split,
+        args.out,
+        **({"limit": args.limit} if args.limit else {}),
+    )
+    print("\n".join(result.lines()))
+    return 0
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     import json
 
@@ -647,6 +734,32 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     )
     print(json.dumps(to_json(analysis), indent=2) if args.json else render(analysis, args.depth))
     return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from cvkit import ConfigError
+    from cvkit.engine.doctor import doctor_config, doctor_files, render, write_report
+
+    images = not args.no_images
+    if args.target.lower().endswith(".json"):
+        if len(args.rest) != 1:
+            raise ConfigError(
+                "cvkit doctor ANN_FILE needs the image folder after it",
+                hints=["cvkit doctor annotations.json images/"],
+            )
+        report = doctor_files(args.target, args.rest[0], args.examples, images)
+        out = args.out or f"doctor_{Path(args.target).stem}"
+    else:
+        from cvkit.config import load_config
+
+        cfg = load_config(args.target, args.rest)
+        report = doctor_config(cfg, args.examples, images)
+        name = cfg.get("name") or Path(args.target).stem
+        out = args.out or str(Path(cfg.get("run_dir") or "runs") / f"doctor_{name}")
+    print(render(report))
+    for path in write_report(report, out):
+        print(f"wrote {path}")
+    return report.exit_code(args.strict)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -19,6 +19,9 @@ def test_every_command_has_help(command):
     assert out.returncode == 0
     assert "usage: cvkit" in out.stdout
     assert len(out.stdout.splitlines()) > 4
+    if not command:  # the overview names every command
+        for name in ("train", "eval", "export", "analyze", "doctor", "embed", "coco-eval"):
+            assert f"    {name} " in out.stdout, name
 
 
 def test_list_all_and_one_kind_with_parameters():

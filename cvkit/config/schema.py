@@ -35,6 +35,7 @@ CHANGEABLE_ON_RESUME = {
     "eval.patience": "early stopping",
     "eval.plots": "the final report",
     "data.num_workers": "loader processes (the batches are the same)",
+    "data.check_images": "the image check before the first step",
     "data.prefetch_factor": "loader prefetching",
     "data.pin_memory": "loader memory",
     "data.val_batch_size": "evaluation batches",
@@ -54,6 +55,9 @@ class DataSettings:
     num_workers: int | Literal["auto"] = "auto"  # auto: min(4, CPU cores - 1)
     prefetch_factor: int = 2  # batches each worker prepares ahead
     pin_memory: bool = True  # only used with CUDA
+    # `cvkit train` decodes every image file once before the first step (cached by path, size
+    # and modification time), so a broken file stops the run at the start, not mid-epoch
+    check_images: bool = True
 
 
 @dataclass

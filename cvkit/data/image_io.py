@@ -51,7 +51,19 @@ def read_image(path: str | os.PathLike, *, exif_orientation: bool = True) -> np.
     if not path.is_file():
         what = "is a folder, not an image file" if path.is_dir() else "does not exist"
         raise FileNotFoundError(f"image file '{path}' {what}")
-    data = np.fromfile(path, dtype=np.uint8)
+    return decode_image(np.fromfile(path, dtype=np.uint8), path, exif_orientation=exif_orientation)
+
+
+def decode_image(
+    data: np.ndarray, path: str | os.PathLike, *, exif_orientation: bool = True
+) -> np.ndarray:
+    """``read_image`` of a file's bytes already in memory (``ndarray[N]`` uint8), for a
+    reader that also hashes them; ``path`` is only named in errors.
+
+    Raises:
+        ValueError: as ``read_image``.
+    """
+    path = Path(path)
     image = _decode(data, exif_orientation)
     if image is None:
         raise ValueError(

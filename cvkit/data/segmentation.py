@@ -65,7 +65,8 @@ class SegmentationFolder:
             (``transforms.compose_segmentation``).
         ignore_index: the mask value of unlabelled pixels.
         check: ``"full"``: sizes and values of every mask at construction; ``"sizes"``: sizes
-            only (values when read).
+            only (values when read); ``"none"``: nothing at construction, for a caller that
+            checks every pair itself (``cvkit doctor``).
         exif_orientation: turn images upright by their EXIF tag (as ``read_image`` does);
             ``False`` when masks were drawn on the stored pixel grid.
 
@@ -76,7 +77,7 @@ class SegmentationFolder:
     Attributes:
         classes: ``[K]`` names; ``names``, ``files``, ``mask_files``: per item.
         class_pixels: ``int64 [K]`` pixels of each class over all masks (``check: full``; class
-            weights can come from it), and ``ignored_pixels``; ``None`` with ``check: sizes``.
+            weights can come from it), and ``ignored_pixels``; ``None`` with ``sizes`` or ``none``.
 
     Raises:
         FileNotFoundError: a folder, the split file, or a listed image is missing.
@@ -95,13 +96,13 @@ class SegmentationFolder:
         mask_suffix: str = ".png",
         transforms: list | None = None,
         ignore_index: int = 255,
-        check: Literal["full", "sizes"] = "full",
+        check: Literal["full", "sizes", "none"] = "full",
         exif_orientation: bool = True,
     ) -> None:
         self.classes = _resolve_classes(classes, num_classes)
         check_ignore_index(ignore_index, len(self.classes))
-        if check not in ("full", "sizes"):
-            raise ValueError(f"check must be 'full' or 'sizes', got {check!r}")
+        if check not in ("full", "sizes", "none"):
+            raise ValueError(f"check must be 'full', 'sizes' or 'none', got {check!r}")
         # Before the files: a bad fill_mask should not wait for a scan of every mask.
         self.transforms = compose_segmentation(transforms, len(self.classes), ignore_index)
         self.image_dir, self.mask_dir, self.split_file = image_dir, mask_dir, split_file
@@ -110,7 +111,8 @@ class SegmentationFolder:
         )
         self.ignore_index, self.check = ignore_index, check
         self.spec = MaskSpec(len(self.classes), ignore_index, exif_orientation)
-        counts = check_pairs(list(zip(self.files, self.mask_files)), self.spec, check == "full")
+        pairs = list(zip(self.files, self.mask_files))
+        counts = None if check == "none" else check_pairs(pairs, self.spec, check == "full")
         self.class_pixels = None if counts is None else counts[:-1]
         self.ignored_pixels = None if counts is None else int(counts[-1])
         if counts is not None:

@@ -18,6 +18,7 @@ from cvkit.builder import build, plan
 from cvkit.config import Config
 from cvkit.config.class_count import fill_from_classes, with_check_count
 from cvkit.config.settings import RunSettings, parse_settings
+from cvkit.data.doctor.image_files import precheck
 from cvkit.data.loader import build_loader, resolve_workers
 from cvkit.engine import distributed
 from cvkit.engine import hooks as H
@@ -252,6 +253,8 @@ def _train(
             where="data.train",
             hints=["add `data: {train: {type: ...}}`; `cvkit list datasets`"],
         )
+    if settings.data.check_images:
+        _check_images(datasets, processes)
     train_set = datasets["train"]
     source = f"data.train ({type(train_set).__name__})"
     filled = fill_from_classes(cfg, list(getattr(train_set, "classes", None) or []), source)
@@ -315,6 +318,19 @@ def _train(
             print(task.report(evaluations[0], classes, run_dir)[1])
     distributed.barrier(processes)  # the run's files are all written when train() returns
     return RunResult(run_dir, metrics)
+
+
+def _check_images(datasets: dict[str, Any], processes: distributed.Processes) -> None:
+    """Decode every image file of every split once (``data.doctor.image_files.precheck``).
+
+    The first process of each machine checks first and fills the machine's cache; the others
+    then find every file there. A failure stops that process, and torchrun the run."""
+    first = processes.local_rank == 0
+    if first:
+        precheck(datasets)
+    distributed.barrier(processes)
+    if not first:
+        precheck(datasets)
 
 
 def _continue(trainer: Trainer, plan: ResumePlan) -> None:
