@@ -113,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
         _add_export,
         _add_analyze,
         _add_doctor,
+        _add_tune_loader,
         _add_embed,
         _add_demo,
     ):
@@ -453,6 +454,26 @@ def _add_doctor(sub: Any) -> None:
     s.set_defaults(func=_cmd_doctor)
 
 
+def _add_tune_loader(sub: Any) -> None:
+    """`cvkit tune-loader`."""
+    s = sub.add_parser(
+        "tune-loader",
+        help="measure the data loader's images/s at each worker count",
+        description="Load batches of the config's data.train (or --split) with 0, 1, 2, ... "
+        "loader workers, a couple of seconds each, and print images/s for each count and "
+        "the smallest count within 5%% of the best: what data.num_workers: auto then uses "
+        "(cached per data spec, batch size and machine; a run with auto measures this itself "
+        "the first time).",
+    )
+    s.add_argument("config", help="a YAML config")
+    s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.batch_size=8")
+    s.add_argument("--split", default="train", choices=["train", "val", "test"])
+    s.add_argument(
+        "--max-workers", type=_positive_int, metavar="N", help="default: this machine's cores"
+    )
+    s.set_defaults(func=_cmd_tune_loader)
+
+
 def _add_demo(sub: Any) -> None:
     """`cvkit demo`."""
     s = sub.add_parser(
@@ -760,6 +781,21 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     for path in write_report(report, out):
         print(f"wrote {path}")
     return report.exit_code(args.strict)
+
+
+def _cmd_tune_loader(args: argparse.Namespace) -> int:
+    from cvkit.config import load_config
+    from cvkit.engine.tune_loader import tune_loader
+
+    probe = tune_loader(load_config(args.config, args.overrides), args.split, args.max_workers)
+    best = max(probe.rates)
+    print(f"{'workers':>7}  {'images/s':>9}  of best")
+    for count, rate in zip(probe.counts, probe.rates):
+        mark = "  <- chosen" if count == probe.chosen else ""
+        print(f"{count:>7}  {rate:>9.1f}  {rate / best:>6.0%}{mark}")
+    where = " (cached: data.num_workers: auto uses it)" if args.split == "train" else ""
+    print(f"smallest count within 5% of the best: {probe.chosen}{where}")
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -58,6 +58,10 @@ class DataSettings:
     # `cvkit train` decodes every image file once before the first step (cached by path, size
     # and modification time), so a broken file stops the run at the start, not mid-epoch
     check_images: bool = True
+    # batches of one aspect-ratio group (portrait with portrait), padded to a multiple of
+    # pad_multiple: less padding and few distinct batch shapes, whose kernels are reused
+    group_by_aspect: bool = False
+    pad_multiple: int = 1
 
 
 @dataclass

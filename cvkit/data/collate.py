@@ -8,7 +8,9 @@ coordinates.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import inspect
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -61,7 +63,7 @@ def collate_classification(items: Sequence[tuple[np.ndarray, int]]) -> ClsBatch:
     return ClsBatch(images.contiguous(), labels)
 
 
-def collate_detection(items: Sequence[dict[str, Any]]) -> DetBatch:
+def collate_detection(items: Sequence[dict[str, Any]], pad_multiple: int = 1) -> DetBatch:
     """Detection items (see ``CocoDetection``) -> ``DetBatch``.
 
     Targets are built when every item has ``"boxes"``; items with only ``"image"`` (and
@@ -71,10 +73,13 @@ def collate_detection(items: Sequence[dict[str, Any]]) -> DetBatch:
         items: dicts with ``image`` ndarray[H, W, 3] uint8 and, for training, ``boxes``
             float [N, 4] xyxy, ``labels`` int [N], ``iscrowd`` bool [N], ``image_id`` and
             ``orig_size``.
+        pad_multiple: pad the batch's height and width up to a multiple of this (the
+            data's ``pad_multiple``: fewer distinct batch shapes).
 
     Returns:
-        ``DetBatch(images [B, 3, H_max, W_max] uint8, image_sizes, targets)``;
-        ``image_sizes`` holds each image's ``(h, w)`` before padding.
+        ``DetBatch(images [B, 3, H, W] uint8, image_sizes, targets)``, ``H, W`` the largest
+        height and width, rounded up to ``pad_multiple``; ``image_sizes`` holds each
+        image's ``(h, w)`` before padding.
 
     Raises:
         ValueError: an empty batch, an image that is not HWC uint8 RGB, or an item whose
@@ -85,13 +90,13 @@ def collate_detection(items: Sequence[dict[str, Any]]) -> DetBatch:
     images = [item["image"] for item in items]
     for index, image in enumerate(images):
         check_image(image, index)
-    batch, sizes = _pad_images(images)
+    batch, sizes = _pad_images(images, pad_multiple)
     targets = [_det_target(item) for item in items] if all("boxes" in i for i in items) else None
     return DetBatch(batch, sizes, targets)
 
 
 def collate_segmentation(
-    items: Sequence[dict[str, Any]], ignore_index: int = IGNORE_INDEX
+    items: Sequence[dict[str, Any]], ignore_index: int = IGNORE_INDEX, pad_multiple: int = 1
 ) -> SegBatch:
     """Segmentation items -> ``SegBatch``; masks are padded with ``ignore_index``, so padding
     adds nothing to the loss or the metrics.
@@ -102,6 +107,7 @@ def collate_segmentation(
             ``orig_size`` ``(h, w)`` of the image file (default: the image's size);
             ``name`` str (default: the item's position in the batch).
         ignore_index: the mask value of padding.
+        pad_multiple: as for ``collate_detection``.
 
     Returns:
         ``SegBatch(images [B, 3, H_max, W_max] uint8, masks [B, H_max, W_max] int64 or None,
@@ -122,7 +128,7 @@ def collate_segmentation(
             f"collate_segmentation: {sum(has_mask)} of {len(items)} items have a mask; "
             "a batch has masks on every item (training, evaluation) or on none (prediction)"
         )
-    images, sizes = _pad_images([item["image"] for item in items])
+    images, sizes = _pad_images([item["image"] for item in items], pad_multiple)
     masks = torch.full((len(items), *images.shape[-2:]), ignore_index, dtype=torch.int64)
     for index, (item, (h, w)) in enumerate(zip(items, sizes)):
         if has_mask[index]:
@@ -132,10 +138,33 @@ def collate_segmentation(
     return SegBatch(images, masks if all(has_mask) else None, sizes, orig_sizes, names)
 
 
-def _pad_images(images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """HWC uint8 arrays -> ``(Tensor[B, 3, H_max, W_max]`` zero-padded, sizes ``[(h, w)]``)."""
+def with_pad_multiple(collate: Callable, multiple: int) -> Callable:
+    """``collate`` padding every batch to a multiple of ``multiple`` (``data.pad_multiple``).
+
+    Raises:
+        ValueError: ``multiple`` is above 1 and ``collate`` pads nothing (a classification
+            batch is of one size).
+    """
+    if multiple < 1:
+        raise ValueError(f"data.pad_multiple must be at least 1, got {multiple}")
+    if multiple == 1:
+        return collate
+    if "pad_multiple" not in inspect.signature(collate).parameters:
+        raise ValueError(
+            f"data.pad_multiple={multiple}, but {getattr(collate, '__name__', collate)} pads no "
+            "batch: it applies to detection and segmentation, whose images differ in size"
+        )
+    return functools.partial(collate, pad_multiple=multiple)
+
+
+def _pad_images(
+    images: Sequence[np.ndarray], multiple: int = 1
+) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """HWC uint8 arrays -> ``(Tensor[B, 3, H, W]`` zero-padded, sizes ``[(h, w)]``): ``H, W``
+    the largest height and width, rounded up to ``multiple``."""
     sizes = [(int(image.shape[0]), int(image.shape[1])) for image in images]
     height, width = max(h for h, _ in sizes), max(w for _, w in sizes)
+    height, width = -(-height // multiple) * multiple, -(-width // multiple) * multiple
     batch = torch.zeros((len(images), 3, height, width), dtype=torch.uint8)
     for index, (image, (h, w)) in enumerate(zip(images, sizes)):
         batch[index, :, :h, :w] = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)

@@ -13,13 +13,14 @@ resume:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cvkit.data.collate import collate_classification
+from cvkit.data.grouping import grouped_order
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
@@ -41,6 +42,9 @@ class EpochSampler(Sampler[tuple[int, int]]):
             ``torch.utils.data.DistributedSampler`` does), so every process takes the same
             number of batches, as the gradient all-reduce needs; ``False`` (evaluation)
             gives each sample to exactly one process and the shards differ by at most one.
+        groups: each sample's aspect-ratio group (``grouping.aspect_groups``); every
+            ``chunk`` consecutive samples of an epoch's order then share a group.
+        chunk: samples of one step over all processes (batch size x ``world_size``).
     """
 
     def __init__(
@@ -52,11 +56,16 @@ class EpochSampler(Sampler[tuple[int, int]]):
         rank: int = 0,
         world_size: int = 1,
         even: bool = True,
+        groups: Sequence[int] | None = None,
+        chunk: int = 1,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"EpochSampler: rank {rank} is outside world size {world_size}")
         self.size, self.shuffle, self.seed = size, shuffle, seed
         self.rank, self.world_size, self.even = rank, world_size, even
+        if groups is not None and len(groups) != size:
+            raise ValueError(f"EpochSampler: {len(groups)} groups for {size} samples")
+        self.groups, self.chunk = groups, chunk
         self.epoch = 0
         self.start = 0
 
@@ -73,11 +82,16 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.epoch, self.start = epoch, start
 
     def order(self, epoch: int) -> list[int]:
-        """The whole epoch's order, the same in every process."""
+        """The whole epoch's order, the same in every process (grouped by aspect ratio when
+        ``groups`` are given)."""
         if not self.shuffle:
-            return list(range(self.size))
-        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        return torch.randperm(self.size, generator=g).tolist()
+            order = list(range(self.size))
+        else:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            order = torch.randperm(self.size, generator=g).tolist()
+        if self.groups is None:
+            return order
+        return grouped_order(order, self.groups, self.chunk)
 
     def shard(self, epoch: int) -> list[int]:
         """This process's part of ``order(epoch)``."""
@@ -138,12 +152,15 @@ def build_loader(
     rank: int = 0,
     world_size: int = 1,
     even: bool = True,
+    groups: Sequence[int] | None = None,
 ) -> DataLoader:
     """A DataLoader over ``(epoch, index)`` keys; ``loader.sampler.set_epoch`` picks the epoch.
 
     Args:
         rank, world_size, even: this process's shard of each epoch (see ``EpochSampler``);
             ``batch_size`` is per process.
+        groups: each sample's aspect-ratio group: every batch, of every process, is then of
+            one group (but the epoch's last few).
 
     Returns:
         a DataLoader whose ``sampler`` is an ``EpochSampler``.
@@ -156,6 +173,8 @@ def build_loader(
         rank=rank,
         world_size=world_size,
         even=even,
+        groups=groups,
+        chunk=batch_size * world_size,
     )
     return DataLoader(
         SeededSamples(dataset, seed),

@@ -15,6 +15,7 @@ import torch
 from cvkit.config import Config
 from cvkit.config.class_count import fill_from_classes
 from cvkit.config.settings import RunSettings
+from cvkit.data.collate import with_pad_multiple
 from cvkit.data.loader import build_loader, resolve_workers
 from cvkit.engine import distributed
 from cvkit.engine.batching import plan_batch
@@ -23,6 +24,7 @@ from cvkit.engine.deployed import DeployedModel, is_deployed, load_deployed
 from cvkit.engine.evaluate import Evaluation
 from cvkit.engine.parity import compare_metric
 from cvkit.engine.run import (
+    batch_groups,
     build_datasets,
     build_model,
     check_classes,
@@ -95,10 +97,11 @@ def _evaluation(
         settings.data.val_batch_size or plan_batch(settings, cfg, processes).per_process,
         shuffle=False,
         num_workers=resolve_workers(settings.data.num_workers, processes.local_world_size),
-        collate_fn=task.collate(model),
+        collate_fn=with_pad_multiple(task.collate(model), settings.data.pad_multiple),
         rank=processes.rank,
         world_size=processes.world_size,
         even=False,
+        groups=batch_groups(settings.data, dataset),
     )
     return task.evaluate(model, loader, device, dataset, keep_first=True)
 

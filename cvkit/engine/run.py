@@ -18,7 +18,9 @@ from cvkit.builder import build, plan
 from cvkit.config import Config
 from cvkit.config.class_count import fill_from_classes, with_check_count
 from cvkit.config.settings import RunSettings, parse_settings
+from cvkit.data.collate import with_pad_multiple
 from cvkit.data.doctor.image_files import precheck
+from cvkit.data.grouping import aspect_groups, dataset_sizes
 from cvkit.data.loader import build_loader, resolve_workers
 from cvkit.engine import distributed
 from cvkit.engine import hooks as H
@@ -26,6 +28,7 @@ from cvkit.engine.batching import BatchPlan, plan_batch
 from cvkit.engine.batching import describe as describe_batch
 from cvkit.engine.curves import CurvesHook
 from cvkit.engine.evaluate import Evaluation
+from cvkit.engine.loader_workers import auto_workers
 from cvkit.engine.optim import build_optimizer
 from cvkit.engine.resume import ResumePlan, describe_changes, plan_resume, record_resume
 from cvkit.engine.tasks import Task, task_of
@@ -267,7 +270,9 @@ def _train(
     if tcfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
-    loaders = _loaders(settings, datasets, device, task.collate(model), processes, batch)
+    loaders, workers_note = _loaders(
+        settings, cfg, datasets, device, task.collate(model), processes, batch
+    )
     evaluations: list[Evaluation] = []  # the last one, kept for the final report
 
     def evaluate(m: nn.Module) -> dict[str, float]:
@@ -307,6 +312,8 @@ def _train(
         trainer.log_line(f"{key}: {len(classes)} (auto, from data.train's classes)")
     for line in describe_batch(batch, settings):
         trainer.log_line(line)
+    if workers_note:
+        trainer.log_line(workers_note)
     metrics = trainer.run()
     if "val" in loaders and settings.eval.plots:
         # the trainer has evaluated the final weights unless the run had nothing left to do
@@ -353,17 +360,23 @@ def _continue(trainer: Trainer, plan: ResumePlan) -> None:
 
 def _loaders(
     settings: RunSettings,
+    cfg: Config,
     datasets: dict[str, Any],
     device: torch.device,
     collate: Any,
     processes: distributed.Processes,
     batch: BatchPlan,
-) -> dict:
+) -> tuple[dict, str | None]:
     """This process's loaders: its shard of every training epoch (padded so all processes
-    take as many batches) and of the validation data (each image in one shard only)."""
+    take as many batches) and of the validation data (each image in one shard only); and,
+    for ``num_workers: auto``, a line saying how many workers were measured best."""
     data, seed = settings.data, settings.train.seed
-    common = {
-        "num_workers": resolve_workers(data.num_workers, processes.local_world_size),
+    collate = with_pad_multiple(collate, data.pad_multiple)
+    workers, note = data.num_workers, None
+    if workers == "auto":
+        workers, note = auto_workers(cfg, datasets["train"], batch.per_process, collate, processes)
+    common: dict[str, Any] = {
+        "num_workers": resolve_workers(workers, processes.local_world_size),
         "prefetch_factor": data.prefetch_factor,
         "pin_memory": data.pin_memory and device.type == "cuda",
         "seed": seed,
@@ -372,16 +385,25 @@ def _loaders(
         "world_size": processes.world_size,
     }
     size = batch.per_process
-    loaders = {"train": build_loader(datasets["train"], size, shuffle=True, **common)}
+    train = datasets["train"]
+    loaders = {
+        "train": build_loader(train, size, shuffle=True, groups=batch_groups(data, train), **common)
+    }
     if "val" in datasets:
         loaders["val"] = build_loader(
             datasets["val"],
             data.val_batch_size or size,
             shuffle=False,
             even=False,
+            groups=batch_groups(data, datasets["val"]),
             **common,
         )
-    return loaders
+    return loaders, note
+
+
+def batch_groups(data: Any, dataset: Any) -> list[int] | None:
+    """With ``data.group_by_aspect``, each image's aspect-ratio group (``data.grouping``)."""
+    return aspect_groups(dataset_sizes(dataset)) if data.group_by_aspect else None
 
 
 def _position(trainer: Trainer) -> str:
