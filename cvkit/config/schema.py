@@ -108,6 +108,8 @@ class TrainSettings:
     seed: int = 0
     deterministic: bool = False  # deterministic kernels; exact resume on CPU
     amp: bool | Literal["fp16", "bf16"] = False  # True: fp16 on CUDA, bf16 on CPU
+    channels_last: bool = False  # weights in NHWC: faster convolutions on GPUs (tensor cores)
+    compile: bool | dict[str, Any] = False  # torch.compile the model's forward (or its kwargs)
     accumulate: int = 1  # batches per optimizer step
     clip_grad_norm: float | None = None
     optimizer: dict[str, Any] = field(

@@ -31,6 +31,7 @@ from cvkit.engine.evaluate import Evaluation
 from cvkit.engine.loader_workers import auto_workers
 from cvkit.engine.optim import build_optimizer
 from cvkit.engine.resume import ResumePlan, describe_changes, plan_resume, record_resume
+from cvkit.engine.speed import apply_speed_settings
 from cvkit.engine.tasks import Task, task_of
 from cvkit.engine.trainer import Trainer
 from cvkit.errors import ConfigError
@@ -270,6 +271,7 @@ def _train(
     if tcfg.sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
+    speed_notes = apply_speed_settings(model, tcfg.channels_last, tcfg.compile)
     loaders, workers_note = _loaders(
         settings, cfg, datasets, device, task.collate(model), processes, batch
     )
@@ -312,8 +314,8 @@ def _train(
         trainer.log_line(f"{key}: {len(classes)} (auto, from data.train's classes)")
     for line in describe_batch(batch, settings):
         trainer.log_line(line)
-    if workers_note:
-        trainer.log_line(workers_note)
+    for line in [*speed_notes, *([workers_note] if workers_note else [])]:
+        trainer.log_line(line)
     metrics = trainer.run()
     if "val" in loaders and settings.eval.plots:
         # the trainer has evaluated the final weights unless the run had nothing left to do
