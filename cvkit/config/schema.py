@@ -49,7 +49,9 @@ class DataSettings:
     train: dict[str, Any] | None = None
     val: dict[str, Any] | None = None
     test: dict[str, Any] | None = None
-    batch_size: int = 32  # per process: a run on N processes takes N x this per step
+    # per process: a run on N processes takes N x this per step; auto (CUDA, with
+    # total_batch_size): the largest batch the GPU holds, the rest of the step accumulated
+    batch_size: int | Literal["auto"] = 32
     total_batch_size: int | None = None  # or: per optimizer step over all processes
     val_batch_size: int | None = None  # defaults to batch_size
     num_workers: int | Literal["auto"] = "auto"  # auto: min(4, CPU cores - 1)

@@ -30,6 +30,8 @@ class BatchPlan:
         accumulate: batches per optimizer step.
         from_total: the config gave ``data.total_batch_size`` (else ``data.batch_size``).
         lr_factor: what ``train.auto_scale_lr`` multiplies every LR by (1 without it).
+        auto: ``data.batch_size: auto``: the run sizes ``per_process`` and ``accumulate`` on
+            its GPU (``engine.auto_batch``); until then, the whole share in one batch.
     """
 
     per_process: int
@@ -37,6 +39,7 @@ class BatchPlan:
     accumulate: int
     from_total: bool
     lr_factor: float = 1.0
+    auto: bool = False
 
     @property
     def total(self) -> int:
@@ -52,11 +55,19 @@ def plan_batch(settings: RunSettings, cfg: Config, processes: Processes) -> Batc
             evenly over the processes and the accumulation.
     """
     data, accumulate = settings.data, settings.train.accumulate
-    total = data.total_batch_size
+    total, auto = data.total_batch_size, data.batch_size == "auto"
     if total is None:
+        if auto or isinstance(data.batch_size, str):
+            raise ConfigError(
+                "data.batch_size: auto sizes the batch that data.total_batch_size splits into, "
+                "and the config has no data.total_batch_size",
+                where="data.batch_size",
+                hints=["set data.total_batch_size: the images per optimizer step the "
+                       "learning rate is for"],
+            )  # fmt: skip
         plan = BatchPlan(data.batch_size, processes.world_size, accumulate, from_total=False)
     else:
-        if "batch_size" in (cfg.get("data") or {}):
+        if "batch_size" in (cfg.get("data") or {}) and not auto:
             raise ConfigError(
                 f"the config sets both data.batch_size ({data.batch_size}, per process) and "
                 f"data.total_batch_size ({total}, over all processes); one says the batch",
@@ -75,12 +86,25 @@ def plan_batch(settings: RunSettings, cfg: Config, processes: Processes) -> Batc
                 where="data.total_batch_size",
                 hints=[f"use a multiple of {share}, or another process count"],
             )
-        plan = BatchPlan(total // share, processes.world_size, accumulate, from_total=True)
+        plan = BatchPlan(
+            total // share, processes.world_size, accumulate, from_total=True, auto=auto
+        )
     scale = settings.train.auto_scale_lr
     if scale is not None:
         factor = plan.total / scale.base_batch_size
-        plan = BatchPlan(plan.per_process, plan.processes, accumulate, plan.from_total, factor)
+        plan = BatchPlan(
+            plan.per_process, plan.processes, accumulate, plan.from_total, factor, auto
+        )
     return plan
+
+
+def eval_batch_size(settings: RunSettings) -> int:
+    """Images per evaluation batch: ``data.val_batch_size``, else the training batch size
+    (with ``batch_size: auto``, ``total_batch_size``)."""
+    data = settings.data
+    if data.val_batch_size:
+        return data.val_batch_size
+    return data.batch_size if isinstance(data.batch_size, int) else data.total_batch_size or 1
 
 
 def describe(plan: BatchPlan, settings: RunSettings) -> list[str]:

@@ -31,6 +31,7 @@ from cvkit.config import Config
 from cvkit.config.class_count import fill_from_classes
 from cvkit.config.settings import RunSettings
 from cvkit.data.loader import build_loader, resolve_workers
+from cvkit.engine.batching import eval_batch_size
 from cvkit.engine.checkpoint import load_checkpoint
 from cvkit.engine.deployed import is_deployed
 from cvkit.engine.run import build_model, check_classes, pick_device, seed_everything, validate
@@ -183,7 +184,7 @@ def _embed_images(
     """``extract_features`` over ``images``, batched by the task's collate."""
     loader = build_loader(
         images,
-        settings.data.val_batch_size or settings.data.batch_size,
+        eval_batch_size(settings),
         shuffle=False,
         num_workers=resolve_workers(settings.data.num_workers),
         seed=settings.train.seed,

@@ -7,6 +7,8 @@ protocol of :mod:`cvkit.models.tasks.protocol`); the task's evaluator (``process
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -16,6 +18,9 @@ from torch.utils.data import DataLoader
 
 from cvkit.engine import distributed
 from cvkit.models.tasks.protocol import TaskModel
+
+logger = logging.getLogger("cvkit.engine")
+_split_warned = False  # the warning is said once a process
 
 
 @dataclass
@@ -64,7 +69,7 @@ def evaluate(
     loader.sampler.set_epoch(0)  # type: ignore[attr-defined]
     for batch in loader:
         batch = batch.to(device)
-        losses, predictions = cast(TaskModel, model).loss_and_predict(batch)
+        losses, predictions = loss_and_predict(cast(TaskModel, model), batch)
         has_loss = has_loss or bool(losses)
         loss_sum += float(sum(losses.values())) * len(batch)
         count += len(batch)
@@ -81,6 +86,55 @@ def evaluate(
     if not has_loss:
         metrics.pop("val_loss", None)
     return Evaluation(metrics, evaluator, first)
+
+
+def loss_and_predict(model: TaskModel, batch: Any) -> tuple[dict[str, Any], list[Any]]:
+    """``model.loss_and_predict(batch)``; a batch that runs out of memory is split in two
+    halves (of the same padded size, so each image's prediction is the same) and retried,
+    down to single images. The losses are then the halves' size-weighted mean: close to the
+    whole batch's, not equal where a loss is normalised over the batch (a detector's
+    positive anchors)."""
+    try:
+        return model.loss_and_predict(batch)
+    except torch.OutOfMemoryError:
+        if len(batch) < 2:
+            raise
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    global _split_warned
+    if not _split_warned:
+        _split_warned = True
+        logger.warning(
+            "evaluation ran out of memory on a batch of %d; splitting batches that do not fit "
+            "(the predictions are the same; data.val_batch_size sets a smaller batch)",
+            len(batch),
+        )
+    halves = split_batch(batch)
+    parts = [loss_and_predict(model, half) for half in halves]
+    sizes = [len(half) for half in halves]
+    losses = {
+        key: sum(part[0][key] * n for part, n in zip(parts, sizes)) / len(batch)
+        for key in parts[0][0]
+    }
+    return losses, [p for part in parts for p in part[1]]
+
+
+def split_batch(batch: Any) -> list[Any]:
+    """A batch dataclass (``ClsBatch``, ``DetBatch``, ``SegBatch``) as two halves: every
+    field with one entry per image (a tensor's first dimension, a list) split, the rest
+    shared."""
+    size = len(batch)
+    cut = size // 2
+    halves = []
+    for lo, hi in ((0, cut), (cut, size)):
+        changes = {}
+        for f in dataclasses.fields(batch):
+            value = getattr(batch, f.name)
+            per_image = isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == size
+            if per_image or (isinstance(value, list) and len(value) == size):
+                changes[f.name] = value[lo:hi]
+        halves.append(dataclasses.replace(batch, **changes))
+    return halves
 
 
 def _gathered(

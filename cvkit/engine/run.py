@@ -24,6 +24,7 @@ from cvkit.data.grouping import aspect_groups, dataset_sizes
 from cvkit.data.loader import build_loader, resolve_workers
 from cvkit.engine import distributed
 from cvkit.engine import hooks as H
+from cvkit.engine.auto_batch import fit_batch
 from cvkit.engine.batching import BatchPlan, plan_batch
 from cvkit.engine.batching import describe as describe_batch
 from cvkit.engine.curves import CurvesHook
@@ -272,6 +273,14 @@ def _train(
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     speed_notes = apply_speed_settings(model, tcfg.channels_last, tcfg.compile)
+    if batch.auto:
+        collate = with_pad_multiple(task.collate(model), settings.data.pad_multiple)
+        amp = _amp_dtype(tcfg.amp, device)
+        batch, batch_notes = fit_batch(
+            batch, cfg, model, settings, train_set, collate, device, amp, processes
+        )
+        speed_notes += batch_notes
+        settings = validate(cfg)  # train.accumulate as chosen
     loaders, workers_note = _loaders(
         settings, cfg, datasets, device, task.collate(model), processes, batch
     )
