@@ -573,3 +573,56 @@ def test_diou_nms_matches_greedy_brute_force(threshold):
     assert B.diou_nms(boxes, scores, labels, threshold).tolist() == ref_greedy_nms(
         b, s, labels.tolist(), threshold, diou
     )
+
+
+def nms_case_with_duplicates(n: int, seed: int):
+    """``nms_case`` with scores in steps of 1/8 (ties) and every fifth box a copy of the one
+    before it, of its class, and every tenth with its score too."""
+    boxes, scores, labels = nms_case(n, seed, tie_every=8)
+    boxes[1::5], labels[1::5] = boxes[0::5][: len(boxes[1::5])], labels[0::5][: len(labels[1::5])]
+    scores[1::10] = scores[0::10][: len(scores[1::10])]
+    return boxes, scores, labels
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 50, 300])
+@pytest.mark.parametrize("class_aware", [False, True])
+def test_soft_and_diou_nms_match_brute_force_with_duplicates_and_ties(n, class_aware):
+    # The blocks of rows soft_nms and diou_nms compute at once span several blocks at 300.
+    boxes, scores, labels = nms_case_with_duplicates(n, seed=100 + n)
+    b, s = boxes.tolist(), scores.tolist()
+    ref_labels = labels.tolist() if class_aware else [0] * n
+    labels_or_none = labels if class_aware else None
+    for threshold in [0.3, 0.5]:
+        keep = B.diou_nms(boxes, scores, labels_or_none, threshold)
+        expected = ref_greedy_nms(b, s, ref_labels, threshold, lambda x, y: ref_xiou(x, y, "diou"))
+        assert keep.tolist() == expected
+    for method in ["linear", "gaussian"]:
+        keep, new_scores = B.soft_nms(boxes, scores, labels_or_none, 0.3, 0.5, method, 0.001)
+        ref_keep, ref_scores = ref_soft_nms(b, s, ref_labels, 0.3, 0.5, method, 0.001)
+        assert keep.tolist() == ref_keep
+        _close(new_scores, ref_scores, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["linear", "gaussian"])
+def test_soft_nms_with_more_equal_top_scores_than_a_block_keeps_index_order(method):
+    # 60 equal scores: the best box (the lowest index) must be among the rows computed first.
+    boxes, _, _ = nms_case(60, seed=12)
+    scores = torch.full((60,), 0.5, dtype=torch.float64)
+    keep, new_scores = B.soft_nms(boxes, scores, method=method, score_threshold=0.0)
+    ref_keep, ref_scores = ref_soft_nms(
+        boxes.tolist(), scores.tolist(), [0] * 60, 0.3, 0.5, method, 0.0
+    )
+    assert keep.tolist() == ref_keep and len(ref_keep) == 60
+    _close(new_scores, ref_scores, atol=1e-9)
+
+
+def test_soft_and_diou_nms_leave_their_inputs_alone():
+    # float32 inputs are the working arrays' memory (Tensor.numpy shares it): no writes there.
+    boxes, scores, labels = nms_case(30, seed=13)
+    boxes, scores = boxes.float(), scores.float()
+    before = boxes.clone(), scores.clone()
+    keep, new_scores = B.soft_nms(boxes, scores, labels, method="linear")
+    B.diou_nms(boxes, scores, labels)
+    assert torch.equal(boxes, before[0]) and torch.equal(scores, before[1])
+    assert new_scores.dtype == torch.float32 and (new_scores <= scores[keep]).all()
+    assert new_scores[0] == scores.max()
