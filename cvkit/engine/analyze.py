@@ -250,13 +250,18 @@ def render(analysis: Analysis, depth: int) -> str:
         widths = [s[1] for s in analysis.input_sizes]
         distinct = len(analysis.costs)
         lines.append(
-            f"over {analysis.source} (heights {min(heights)}-{max(heights)}, widths "
-            f"{min(widths)}-{max(widths)}; {distinct} size{'s' * (distinct > 1)} after the "
+            f"over {analysis.source} (heights {_span(heights)}, widths {_span(widths)}; "
+            f"{distinct} size{'s' * (distinct > 1)} after the "
             f"model's padding or resizing): {statistics.mean(g):.3f} GFLOPs mean, {spread:.3f} "
             f"std, {min(g):.3f} min, {max(g):.3f} max"
         )
     lines += [f"note: {note}" for note in analysis.notes]
     return "\n".join(lines)
+
+
+def _span(values: list[int]) -> str:
+    low, high = min(values), max(values)
+    return str(low) if low == high else f"{low}-{high}"
 
 
 def to_json(analysis: Analysis) -> dict[str, Any]:
