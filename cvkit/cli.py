@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _rank_label() -> str:
     """``rank 1 of 2`` in a process torchrun started, else ``""``."""
+    if "WORLD_SIZE" not in os.environ:
+        # not under torchrun (which always sets it): cvkit.engine imports torch, seconds that
+        # a command without it (coco-eval, config print, list) would pay for nothing
+        return ""
     from cvkit.engine.distributed import from_environment
 
     processes = from_environment()
