@@ -2,7 +2,9 @@
 ratio (``data.group_by_aspect``) and padded to a multiple (``data.pad_multiple``).
 
 The data are the embedded shapes drawn at sides of 0.8-1.25 x ``--size`` (aspect ratios 0.64
-to 1.56, like a COCO mix of portrait and landscape photos); the model is the demo's RetinaNet
+to 1.56, portrait and landscape), resized as the COCO configs resize (the short side to
+``--size``), so an image is ``--size`` on one side and up to 1.56x that on the other, as a COCO
+mix of portrait and landscape photos is after its resize; the model is the demo's RetinaNet
 (EfficientNet-Lite0 + FPN, no pretrained weights) with ``size_divisor: 32`` and no
 ``pad_to``. Each variant runs in a fresh process (oneDNN's kernel cache starts empty, as in a
 new run) over the same first ``--steps`` batches of epoch 0's order for its batching, and
@@ -43,7 +45,12 @@ def measure(args: argparse.Namespace, variant: dict) -> dict:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    dataset = ShapesDetection("train", num_images=args.images, image_size=args.size)
+    import albumentations as A
+
+    resize = [A.SmallestMaxSize(max_size=args.size)]
+    dataset = ShapesDetection(
+        "train", num_images=args.images, image_size=args.size, transforms=resize
+    )
     groups = aspect_groups(dataset_sizes(dataset)) if variant["group_by_aspect"] else None
     collate = with_pad_multiple(collate_detection, variant["pad_multiple"])
     loader = build_loader(dataset, args.batch, shuffle=True, collate_fn=collate, groups=groups)
@@ -102,7 +109,8 @@ def main() -> None:
         rows[name] = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{name}: {rows[name]}", flush=True)
     base = rows["as they come"]["mean"]
-    print(f"\n{args.steps} steps of {args.batch} images ({args.size} px +-25%), "
+    print(f"\n{args.steps} steps of {args.batch} images (short side {args.size} px, aspect "
+          f"0.64-1.56), "
           f"{args.threads} threads, each variant a fresh process")  # fmt: skip
     print(f"{'batching':<22} {'step (s)':>9} {'ratio':>6} {'shapes':>7} {'padding':>8}")
     for name, r in rows.items():

@@ -293,6 +293,17 @@ def _add_predict(sub: Any) -> None:
         "results.json and the drawn images (default: all the model gives, above its "
         "model.score_threshold; the drawn images show those scoring at least 0.3)",
     )
+    s.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="images per forward pass at most (default 1: on 2 CPU cores one image a pass "
+        "was the fastest, bench/predict_speed.py); a worker decodes the files beside the "
+        "model, and only images the network sees at one padded size share a batch, so the "
+        "predictions are those of one image at a time (an exported graph without "
+        "--dynamic-batch takes them one by one)",
+    )
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
     s.add_argument(
         "--out",
@@ -688,7 +699,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     exported = args.config if is_deployed(args.config) else args.checkpoint
     if is_deployed(exported):
-        results = predict_deployed(exported, args.images, args.topk, args.out, args.score_threshold)
+        results = predict_deployed(
+            exported, args.images, args.topk, args.out, args.score_threshold, args.batch_size
+        )
     elif args.checkpoint is None:
         from cvkit import ConfigError
 
@@ -704,6 +717,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             args.topk,
             args.out,
             args.score_threshold,
+            args.batch_size,
         )
     if args.json:
         print(json.dumps(results, indent=2))

@@ -123,3 +123,9 @@ def test_nms_speed_times_every_nms_and_matches_the_references():
     names = ["torchvision nms", "cvkit nms", "soft_nms linear", "soft_nms gaussian", "diou_nms"]
     assert rows == [(name, "yes") for name in names], stdout
     assert re.search(r"^goal: soft-NMS and DIoU-NMS <= 10x torchvision's nms: ", stdout, re.M)
+
+
+def test_predict_speed_times_torchvision_and_cvkit_both_ways():
+    stdout = run_bench("predict_speed.py", "--images", "4", "--size", "64", "--threads", "1")
+    assert ratios(stdout)["predict"] > 0, stdout
+    assert "cvkit batched and batch 1 give the same records: yes" in stdout

@@ -28,6 +28,7 @@ def predict(
     topk: int | None = None,
     out_dir: str | os.PathLike | None = None,
     score_threshold: float | None = None,
+    batch_size: int = 1,
 ) -> list[dict[str, Any]]:
     """Predict with a checkpoint on image files (a folder stands for the images in it).
 
@@ -43,6 +44,9 @@ def predict(
             records, the results file and the drawn images. ``None``: all the model gives
             (above its own ``score_threshold``), and the drawn images show those scoring at
             least 0.3, as ``draw_detections`` does by default.
+        batch_size: images per forward pass at most. Files are decoded in a worker beside
+            the model, and only images the network sees at one padded size share a batch,
+            so the predictions are those of batch 1.
     """
     images = expand_images(images)
     state = load_checkpoint(checkpoint)
@@ -59,6 +63,7 @@ def predict(
         pipeline=lambda skip: _val_pipeline(settings, cfg, skip),
         out_dir=Path(out_dir) if out_dir else None,
         topk=topk,
+        batch_size=batch_size,
     )
     if score_threshold is not None:
         # one threshold for every output, the pictures included, so they all agree
@@ -72,10 +77,12 @@ def predict_deployed(
     topk: int | None = None,
     out_dir: str | os.PathLike | None = None,
     score_threshold: float | None = None,
+    batch_size: int = 1,
 ) -> list[dict[str, Any]]:
     """``predict`` with an exported model (``.onnx`` through onnxruntime, or ``.pt2``): no
     config and no cvkit model; the class names, category ids and ``data.val`` transforms
-    come from the file's metadata. Same arguments, records and files as ``predict``."""
+    come from the file's metadata. Same arguments, records and files as ``predict`` (a graph
+    exported for one image a run gets the images one by one, whatever ``batch_size``)."""
     images = expand_images(images)
     model = load_deployed(model_file)
     transforms = list(model.metadata.get("val_transforms") or [])
@@ -85,6 +92,7 @@ def predict_deployed(
         pipeline=lambda skip: _pipeline(transforms, skip, "val_transforms"),
         out_dir=Path(out_dir) if out_dir else None,
         topk=topk,
+        batch_size=batch_size,
     )
     if score_threshold is not None:
         request.score_threshold = request.draw_threshold = score_threshold

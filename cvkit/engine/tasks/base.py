@@ -45,6 +45,11 @@ class PredictRequest:
             own ``score_threshold``).
         draw_threshold: detection: the drawn images also leave out detections scoring below
             it, so a picture is not buried under boxes of low scores.
+        batch_size: images per forward pass at most; only images the network sees at one
+            padded size share a batch, so every prediction is what the image gives alone
+            (an exported graph that takes one image a run gets them one by one).
+        workers: DataLoader workers that decode the files beside the model; ``None``: 1
+            when there are several files and more than one core, else 0.
     """
 
     classes: list[str]
@@ -54,6 +59,8 @@ class PredictRequest:
     topk: int | None = None
     score_threshold: float = 0.0
     draw_threshold: float = 0.3
+    batch_size: int = 1
+    workers: int | None = None
 
 
 class Task:

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from cvkit.data.collate import collate_classification
-from cvkit.data.image_io import read_image
 from cvkit.engine.evaluate import Evaluation
 from cvkit.engine.tasks.base import PredictRequest, Task
+from cvkit.engine.tasks.file_batches import request_batches
 from cvkit.evaluation.classification import ClassificationEvaluator
 from cvkit.evaluation.reports import classification_report
 from cvkit.models.tasks.protocol import TaskModel
@@ -59,15 +59,17 @@ class ClassificationTask(Task):
     ) -> list[dict[str, Any]]:
         """The ``request.topk`` (default 5) most probable classes of each image, with
         probabilities."""
-        classes, results = request.classes, []
+        classes, records = request.classes, {}
         topk = 5 if request.topk is None else request.topk
-        for path in images:
-            image = torch.from_numpy(read_image(path)).permute(2, 0, 1)[None].contiguous()
-            pred = cast(TaskModel, model).predict(ClsBatch(image))[0]
-            probs, idx = pred.probs.topk(min(topk, len(pred.probs)))
-            top = [
-                {"class": classes[i], "index": i, "prob": float(p)}
-                for p, i in zip(probs.tolist(), idx.tolist())
-            ]
-            results.append({"image": str(path), "top": top})
-        return results
+        # no pipeline: the classifier's preprocessor resizes (input_size) by itself
+        for files in request_batches(model, images, None, request, exact=True):
+            stacked = np.stack([f.image for f in files])
+            batch = ClsBatch(torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous())
+            for f, pred in zip(files, cast(TaskModel, model).predict(batch)):
+                probs, idx = pred.probs.topk(min(topk, len(pred.probs)))
+                top = [
+                    {"class": classes[i], "index": i, "prob": float(p)}
+                    for p, i in zip(probs.tolist(), idx.tolist())
+                ]
+                records[f.index] = {"image": str(images[f.index]), "top": top}
+        return [records[i] for i in range(len(images))]

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from cvkit.data.collate import collate_detection
-from cvkit.data.image_io import read_image
 from cvkit.engine.evaluate import Evaluation
 from cvkit.engine.tasks.base import PredictRequest, Task
+from cvkit.engine.tasks.file_batches import FileImage, request_batches
 from cvkit.evaluation.coco_evaluator import CocoEvaluator
 from cvkit.evaluation.coco_map import detections_to_coco
 from cvkit.evaluation.reports import detection_report
@@ -83,34 +83,39 @@ class DetectionTask(Task):
         each image with its kept boxes scoring at least ``request.draw_threshold`` drawn, a
         COCO results file of the kept detections (``results.json``) and the image ids it
         uses (``images.json``)."""
-        pipeline = request.pipeline(())
-        records, predictions = [], []
-        for image_id, path in enumerate(images, 1):
-            image = read_image(path)
-            pred = cast(TaskModel, model).predict(_single_batch(image, pipeline, image_id))[0]
-            pred = _kept(pred, request)
-            predictions.append(pred)
-            records.append(
-                {"image": str(path), "image_id": image_id, "detections": _rows(pred, request)}
-            )
-            if request.out_dir is not None:
-                path_out = request.out_dir / f"{Path(path).stem}.png"
-                threshold = max(request.score_threshold, request.draw_threshold)
-                _draw(image, pred, request.classes, path_out, threshold)
+        draw = request.out_dir is not None
+        records: dict[int, dict[str, Any]] = {}
+        predictions: dict[int, DetPrediction] = {}
+        batches = request_batches(model, images, request.pipeline(()), request, keep_orig=draw)
+        for files in batches:
+            preds = cast(TaskModel, model).predict(_file_batch(files))
+            for f, pred in zip(files, preds):
+                pred = predictions[f.index] = _kept(pred, request)
+                records[f.index] = {
+                    "image": str(images[f.index]),
+                    "image_id": f.index + 1,
+                    "detections": _rows(pred, request),
+                }
+                if request.out_dir is not None and f.orig is not None:
+                    path_out = request.out_dir / f"{Path(f.path).stem}.png"
+                    threshold = max(request.score_threshold, request.draw_threshold)
+                    _draw(f.orig, pred, request.classes, path_out, threshold)
+        ordered = [records[i] for i in range(len(images))]
         if request.out_dir is not None:
             out = request.out_dir
-            coco = detections_to_coco(predictions, request.cat_ids)
+            coco = detections_to_coco([predictions[i] for i in range(len(images))], request.cat_ids)
             (out / "results.json").write_text(json.dumps(coco))
-            ids = [{"id": r["image_id"], "file_name": r["image"]} for r in records]
+            ids = [{"id": r["image_id"], "file_name": r["image"]} for r in ordered]
             (out / "images.json").write_text(json.dumps(ids, indent=1))
-        return records
+        return ordered
 
 
-def _single_batch(image: Any, pipeline: Any, image_id: int) -> DetBatch:
-    """One file as a batch; its empty target carries the id and the file's size."""
-    x = pipeline(image=image)["image"] if pipeline else image
-    empty = DetTarget.empty(image_id, image.shape[:2])
-    return DetBatch(torch.from_numpy(x).permute(2, 0, 1)[None].contiguous(), [x.shape[:2]], [empty])
+def _file_batch(files: Sequence[FileImage]) -> DetBatch:
+    """Decoded files as a batch; their empty targets carry the ids (file position + 1) and
+    the files' sizes, to which the model rescales its boxes."""
+    padded = collate_detection([{"image": f.image} for f in files])
+    empty = [DetTarget.empty(f.index + 1, f.orig_size) for f in files]
+    return DetBatch(padded.images, padded.image_sizes, empty)
 
 
 def _kept(pred: DetPrediction, request: PredictRequest) -> DetPrediction:

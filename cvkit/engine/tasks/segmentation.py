@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from cvkit.data.collate import collate_segmentation
-from cvkit.data.image_io import read_image
 from cvkit.engine.evaluate import Evaluation
 from cvkit.engine.tasks.base import PredictRequest, Task
+from cvkit.engine.tasks.file_batches import request_batches
 from cvkit.evaluation.reports import segmentation_report
 from cvkit.evaluation.segmentation import SegmentationEvaluator
 from cvkit.models.tasks.protocol import TaskModel
@@ -82,18 +82,23 @@ class SegmentationTask(Task):
         classes, out = request.classes, request.out_dir
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-        records, used = [], set[str]()
-        for path in images:
-            image = read_image(path)
-            x = pipeline(image=image)["image"] if pipeline else image
-            item = {"image": x, "orig_size": image.shape[:2], "name": Path(path).stem}
-            predicted = cast(TaskModel, model).predict(collate_segmentation([item]))
-            mask = predicted[0].mask.numpy()
-            record = _shares(str(path), mask, classes)
-            if out is not None:
-                record |= _write(image, mask, classes, out, _unique_stem(Path(path).stem, used))
-            records.append(record)
-        return records
+        used = set[str]()
+        stems = [_unique_stem(Path(path).stem, used) for path in images]  # in file order
+        records: dict[int, dict[str, Any]] = {}
+        batches = request_batches(model, images, pipeline, request, keep_orig=out is not None)
+        for files in batches:
+            items = [
+                {"image": f.image, "orig_size": f.orig_size, "name": Path(f.path).stem}
+                for f in files
+            ]
+            predicted = cast(TaskModel, model).predict(collate_segmentation(items))
+            for f, pred in zip(files, predicted):
+                mask = pred.mask.numpy()
+                record = _shares(str(images[f.index]), mask, classes)
+                if out is not None and f.orig is not None:
+                    record |= _write(f.orig, mask, classes, out, stems[f.index])
+                records[f.index] = record
+        return [records[i] for i in range(len(images))]
 
 
 def _shares(path: str, mask: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
