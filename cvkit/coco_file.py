@@ -60,6 +60,7 @@ __all__ = [
     "gc_paused",
     "image_paths",
     "load_coco_json",
+    "outside_folder",
     "read_json",
     "subject",
     "unknown_reference",
@@ -391,7 +392,7 @@ def _check_images(images: list, source: str) -> set[int]:
             raise CocoFormatError(_repeated(source, "images", image_id, seen[image_id], index))
         seen[image_id] = index
         _check_fields("images", index, image, ("file_name", "width", "height"), source)
-        problem = _outside_folder(image["file_name"])
+        problem = outside_folder(image["file_name"])
         if problem:
             raise CocoFormatError(
                 f"{subject(source)}: image id {image_id} has file_name '{image['file_name']}', "
@@ -400,7 +401,7 @@ def _check_images(images: list, source: str) -> set[int]:
     return set(seen)
 
 
-def _outside_folder(name: str) -> str | None:
+def outside_folder(name: str) -> str | None:
     """Why ``name`` would point outside the image folder, or ``None`` if it does not."""
     if os.path.isabs(name) or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         return "an absolute path"

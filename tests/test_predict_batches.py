@@ -18,6 +18,8 @@ from cvkit.engine.predict import _pipeline, expand_images
 from cvkit.engine.tasks import PredictRequest, task_of
 from cvkit.engine.tasks.file_batches import file_batches, network_size
 from cvkit.registry import MODELS
+from tests.test_tasks import _classifier as tiny_classifier
+from tests.test_tasks import _segmenter as tiny_segmenter
 
 # (h, w): with size_divisor 32 several pad to 64x64, others to 64x96, 96x32, 32x32
 SIZES = [(40, 50), (64, 64), (70, 30), (33, 60), (40, 50), (64, 90), (20, 20), (64, 64),
@@ -55,23 +57,12 @@ def _detector() -> nn.Module:
 
 def _classifier() -> nn.Module:
     torch.manual_seed(0)
-    cfg = {
-        "type": "ImageClassifier",
-        "backbone": {"type": "TinyNet", "width": 4},
-        "neck": {"type": "GlobalPool"},
-        "head": {"type": "ClsHead", "num_classes": 3},
-    }
-    return cvkit.build(cfg, MODELS).eval()
+    return tiny_classifier()
 
 
 def _segmenter() -> nn.Module:
     torch.manual_seed(0)
-    cfg = {
-        "type": "Segmenter",
-        "backbone": {"type": "TinyNet", "width": 4, "out_indices": [1, 2, 3]},
-        "head": {"type": "FCNHead", "num_classes": 3},
-    }
-    return cvkit.build(cfg, MODELS).eval()
+    return tiny_segmenter()
 
 
 def _request(transforms: list | None = None, **kw) -> PredictRequest:

@@ -23,6 +23,7 @@ from torch import nn
 
 from cvkit.config import Config
 from cvkit.config.class_count import auto_class_keys, fill_from_classes
+from cvkit.data.items import item_image, spread_items
 from cvkit.engine.checkpoint import load_checkpoint
 from cvkit.engine.run import build_datasets, build_model, validate
 from cvkit.engine.weights import inference_weights, load_model_weights
@@ -154,11 +155,9 @@ def _data_images(dataset: Any, count: int) -> list[torch.Tensor]:
     """Up to ``count`` images of ``dataset``, evenly spread: ``Tensor[1, 3, H, W]`` uint8."""
     if len(dataset) == 0:
         raise ValueError("data.val has no images; give --input-size H W instead")
-    picks = np.unique(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round())
     images = []
-    for index in picks.astype(int).tolist():
-        item = dataset[index]  # a dict (detection, segmentation) or (image, label)
-        image = np.ascontiguousarray(item["image"] if isinstance(item, dict) else item[0])
+    for item in spread_items(dataset, count):
+        image = np.ascontiguousarray(item_image(item))
         images.append(torch.from_numpy(image).permute(2, 0, 1)[None])
     return images
 

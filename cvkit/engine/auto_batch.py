@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from cvkit.config import Config
+from cvkit.data.items import item_image, spread_items
 from cvkit.engine import distributed
 from cvkit.engine.batching import BatchPlan
 from cvkit.engine.optim import build_optimizer
@@ -206,13 +207,7 @@ def _trial(
 
 def _largest_item(dataset: Any) -> Any:
     """The item with the largest image among up to ``SAMPLE`` spread over the dataset."""
-    indices = np.unique(np.linspace(0, len(dataset) - 1, min(SAMPLE, len(dataset))).round())
-    items = [dataset[int(i)] for i in indices]
-    return max(items, key=lambda item: _area(item["image"] if isinstance(item, dict) else item[0]))
-
-
-def _area(image: Any) -> int:
-    return int(image.shape[0]) * int(image.shape[1])
+    return max(spread_items(dataset, SAMPLE), key=lambda item: item_image(item)[:, :, 0].size)
 
 
 def _capacity(device: torch.device) -> int:

@@ -17,6 +17,7 @@ from cvkit.coco_file import (
     check_sections,
     entry_name,
     field_problem,
+    outside_folder,
     read_json,
     unknown_reference,
 )
@@ -83,8 +84,6 @@ def _categories(rows: list[Any], where: str, findings: Findings) -> dict[int, st
 
 
 def _images(rows: list[Any], where: str, findings: Findings) -> dict[int, dict[str, Any]]:
-    from cvkit.coco_file import _outside_folder  # one rule for what leaves image_dir
-
     found: dict[int, dict[str, Any]] = {}
     for index, row in enumerate(rows):
         problem = _problem("images", index, row, ("id", "file_name", "width", "height"))
@@ -96,7 +95,7 @@ def _images(rows: list[Any], where: str, findings: Findings) -> dict[int, dict[s
             first = found[row["id"]]["file_name"]
             findings.add("duplicate-image-id", f"{where}: {name} and '{first}'")
             continue
-        outside = _outside_folder(row["file_name"])
+        outside = outside_folder(row["file_name"])
         if outside:
             findings.add("file-outside-folder", f"{where}: {name}: {outside}")
             continue
