@@ -111,7 +111,7 @@ def soft_nms(
     box of its class by ``1 - iou`` where ``iou > iou_threshold`` (``"linear"``) or by
     ``exp(-iou**2 / sigma)`` (``"gaussian"``, which ignores ``iou_threshold``). A box whose
     score is below ``score_threshold``, at the start or after a decay, is dropped. Each kept
-    box costs one IoU row against all ``N`` boxes.
+    box costs one IoU row against the boxes that can still be selected.
 
     Args:
         boxes: ``Tensor[N, 4]`` xyxy.
@@ -138,9 +138,10 @@ def soft_nms(
     if method == "gaussian" and not sigma > 0:
         raise ValueError(f"sigma must be > 0 for the gaussian method, got {sigma}")
     dtype = _work_dtype(boxes, scores)
+    work = boxes.detach().to(dtype).cpu().numpy()
     with np.errstate(all="ignore"):  # -inf * 0 at selected boxes: NaN, silently as in torch
         keep, kept_scores = _SoftNMS(
-            boxes.detach().to(dtype).cpu().numpy(),
+            work,
             scores.detach().to(dtype).cpu().numpy(),
             None if labels is None else labels.detach().cpu().numpy(),
             method,
@@ -148,9 +149,10 @@ def soft_nms(
             float(sigma),
             float(score_threshold),
         ).run()
+    # torch.tensor of a list takes about 3x as long as NumPy's array and torch.from_numpy.
     return (
-        torch.tensor(keep, dtype=torch.int64, device=boxes.device),
-        torch.tensor(kept_scores, dtype=scores.dtype, device=scores.device),
+        torch.from_numpy(np.array(keep, dtype=np.int64)).to(boxes.device),
+        torch.from_numpy(np.array(kept_scores, dtype=work.dtype)).to(scores.device, scores.dtype),
     )
 
 
@@ -200,11 +202,11 @@ def diou_nms(
 # is computed a block of rows at a time, [B, M], so that NumPy's per-call cost is paid once per
 # block rather than once per box. Every value is computed with the same float operations in the
 # same order as cvkit.ops.iou: the results are those of one torch row per kept box to the last
-# bit, but for the gaussian's exp (see _SoftNMS._block).
+# bit, but for the gaussian's exp (see _SoftNMS._factors).
 
-_SOFT_BLOCK = 12  # rows per soft-NMS block: 8-16 were within noise of each other (1,000 boxes)
+_SOFT_CANDIDATES = 64  # boxes a soft-NMS round looks ahead among: 48-96 within noise (1,000 boxes)
 _DIOU_BLOCK = 16  # boxes per DIoU-NMS block
-_DENSE = 0.75  # a soft-NMS block spans every box while more than this share is in the running
+_DENSE = 0.75  # soft-NMS keeps its working set until this share or less can still be selected
 
 
 def _corners(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -213,8 +215,10 @@ def _corners(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     With ``-x1`` stored, one ``minimum`` of two boxes gives ``min(x2), min(y2), -max(x1),
     -max(y1)``; the sum of its halves is ``min(x2) - max(x1)`` etc. to the last bit.
     """
-    x1, y1, x2, y2 = boxes.T
-    return np.stack([x2, y2, -x1, -y1]), (x2 - x1) * (y2 - y1)
+    corners = boxes.T[[2, 3, 0, 1]]  # one gather: slicing the columns apart is slower
+    np.negative(corners[2:], out=corners[2:])
+    sides = corners[:2] + corners[2:]  # x2 - x1, y2 - y1 to the last bit
+    return corners, sides[0] * sides[1]
 
 
 def _iou_block(
@@ -224,19 +228,32 @@ def _iou_block(
     and the ``[B, 4, M]`` buffer of corner minima, free for the caller to reuse."""
     low = np.minimum(cols, rows)
     sides = low[:, :2] + low[:, 2:]  # the intersections' widths and heights
-    np.maximum(sides, 0, out=sides)
+    # NumPy's maximum of two arrays is about 3x as fast as that of an array and a scalar.
+    np.maximum(sides, np.zeros_like(sides), out=sides)
     inter = sides[:, 0] * sides[:, 1]
     union = cols_area + rows_area[:, None]
     union -= inter
-    np.maximum(union, EPS, out=union)
+    np.maximum(union, np.full_like(union, EPS), out=union)
     inter /= union
     return inter, low
 
 
 class _SoftNMS:
     """Soft-NMS on ``[N, 4]`` boxes and ``[N]`` scores: ``run()`` gives the kept indices and
-    their scores. A selected box's score becomes -inf. The IoU row of a box is computed, with
-    those of the next highest-scoring boxes, the first time one of them is selected."""
+    their scores. A selected box's score becomes -inf.
+
+    It selects by rounds. A round takes the best box and then, as long as the order is certain,
+    the next ones: among the ``_SOFT_CANDIDATES`` best boxes it decays the scores by their IoU
+    with one another as each selection would, and goes on while the best of them stays strictly
+    above every other box's score, which decays can only lower. Only then are the IoU rows of
+    the boxes it selected computed, against the working set, and applied one after another in
+    order, so that every score is that of selecting one box at a time, to the last bit, and no
+    row is computed for a box that is never selected.
+
+    The arrays hold a working set of the boxes in index order (so that ``argmax`` breaks ties by
+    index): all of them at first, then, from a round where at most ``_DENSE`` of them can still
+    be selected, only those.
+    """
 
     def __init__(
         self,
@@ -249,70 +266,112 @@ class _SoftNMS:
         score_threshold: float,
     ) -> None:
         self.corners, self.areas = _corners(boxes)
+        self.ids = np.arange(len(scores))  # each working position's box
         self.current, self.labels = scores.copy(), labels
         self.gaussian, self.sigma = method == "gaussian", sigma
         self.iou_threshold, self.score_threshold = iou_threshold, score_threshold
         self.alive = np.ones(len(scores), dtype=bool)
-        self.has_row = np.zeros(len(scores), dtype=bool)
-        # box -> (the boxes it decays, None for all; its factor for each)
-        self.rows: dict[int, tuple[np.ndarray | None, np.ndarray]] = {}
+        # Rounds of more than one box need every factor in [0, 1] (IoU in [0, 1]: no NaN and
+        # no x2 < x1) and every score finite and >= 0: then no decay raises a score or makes it
+        # NaN. Otherwise a round selects one box. (A NaN minimum fails ">= 0".)
+        sides_ok = (self.corners[:2] + self.corners[2:]).min(initial=0) >= 0
+        scores_ok = scores.min(initial=0) >= 0 and scores.max(initial=0) < np.inf
+        self.speculate = bool(sides_ok and scores_ok and np.isfinite(self.areas).all())
 
     def run(self) -> tuple[list[int], list[float]]:
-        current, alive = self.current, self.alive
         keep: list[int] = []
         kept_scores: list[float] = []
-        for _ in range(len(current)):
-            best = int(current.argmax())
-            if not alive[best]:  # a selected box's -inf times a factor of 0 gave NaN
-                current[~alive] = -np.inf
-                best = int(current.argmax())
-            best_score = float(current[best])
-            # Scores only decrease, so once the best is below the threshold all the rest are.
-            if not (alive[best] and best_score >= self.score_threshold):
-                break
-            keep.append(best)
-            kept_scores.append(best_score)
-            if not self.has_row[best]:
-                self._block(best)
-            cols, factors = self.rows.pop(best)
-            if cols is None:
-                current *= factors
-            else:
-                current[cols] *= factors
-            current[best] = -np.inf
-            alive[best] = False
+        while (best := self._best()) is not None:
+            selected = self._round(best) if self.speculate else [best]
+            current = self.current
+            for j, row in zip(selected, self._factors(self._iou(selected)), strict=True):
+                kept_scores.append(current.item(j))
+                current *= row
+            current[selected] = -np.inf
+            self.alive[selected] = False
+            keep += self.ids[selected].tolist()
         return keep, kept_scores
 
-    def _block(self, best: int) -> None:
-        """The rows of ``best`` and of the next highest-scoring boxes without one."""
-        current, threshold = self.current, self.score_threshold
-        # With a positive threshold a box below it can never be selected: leave it out.
-        cols = np.flatnonzero(current >= threshold if threshold > 0 else self.alive)
-        wanted = np.where(self.has_row[cols], -np.inf, current[cols])
-        k = min(_SOFT_BLOCK, len(cols))
-        picked = np.argpartition(wanted, len(cols) - k)[len(cols) - k :]
-        rows = cols[picked[wanted[picked] > -np.inf]]
-        if best not in rows:  # more than a block's worth of boxes tie with it
-            rows = np.append(rows, best)
-        dense = len(cols) > _DENSE * len(current)
+    def _best(self) -> int | None:
+        """The working position of the box to select next, or ``None`` when none is left."""
+        current, alive = self.current, self.alive
+        if not len(current):
+            return None
+        best = int(current.argmax())
+        if not alive[best]:  # a selected box's -inf times a factor of 0 gave NaN
+            current[~alive] = -np.inf
+            best = int(current.argmax())
+        # Scores only decrease, so once the best is below the threshold all the rest are.
+        if not (alive[best] and current[best] >= self.score_threshold):
+            return None
+        live = self.alive
+        if self.score_threshold > 0:  # NaN stays: argmax stops at it
+            live = live & ~(current < self.score_threshold)
+        # (a threshold of 0 keeps all: a negative score times 0 is -0.0, which it selects)
+        if np.count_nonzero(live) <= _DENSE * len(live):
+            best = self._shrink(live, best)
+        return best
+
+    def _round(self, best: int) -> list[int]:
+        """``best`` and the boxes that will be selected right after it, in order."""
+        current = self.current
+        k = len(current) - _SOFT_CANDIDATES - 1
+        limit = np.partition(current, k)[k] if k >= 0 else -np.inf  # the others' best score
+        candidates = np.flatnonzero(current > limit)
+        j = int(np.searchsorted(candidates, best))
+        if j == len(candidates) or candidates[j] != best:  # it ties with the limit
+            return [best]
+        factors = self._factors(self._iou(candidates, candidates))
+        scores = current[candidates]
+        # A score above this is above the limit and not below the threshold.
+        floor = max(float(limit), np.nextafter(self.score_threshold, -np.inf))
+        positions, selected = candidates.tolist(), []
+        while True:
+            selected.append(positions[j])
+            scores *= factors[j]
+            scores[j] = -np.inf  # (times a factor of 0 later: NaN, which ends the round)
+            j = int(scores.argmax())
+            if not scores.item(j) > floor:
+                return selected
+
+    def _shrink(self, live: np.ndarray, best: int) -> int:
+        """Keep only the ``live`` positions in the working set; returns ``best``'s new one."""
+        idx = np.flatnonzero(live)
+        self.corners, self.areas = self.corners.take(idx, axis=1), self.areas[idx]
+        self.ids, self.current = self.ids[idx], self.current[idx]
+        self.alive = np.ones(len(idx), dtype=bool)
+        if self.labels is not None:
+            self.labels = self.labels[idx]
+        return int(np.searchsorted(idx, best))
+
+    def _iou(self, rows: np.ndarray | list[int], cols: np.ndarray | None = None) -> np.ndarray:
+        """IoU ``[B, M]`` of the boxes at working positions ``rows`` with those at ``cols`` (all
+        by default); 0 between classes. (``take`` is several times as fast as indexing.)"""
         corners, areas, labels = self.corners, self.areas, self.labels
-        if not dense:
-            corners, areas = corners.take(cols, axis=1), areas[cols]
-            labels = None if labels is None else labels[cols]
-        iou, _ = _iou_block(corners, areas, self.corners.T[rows][:, :, None], self.areas[rows])
-        if self.labels is not None:  # other classes are not decayed
-            iou[self.labels[rows, None] != labels] = 0
+        rows_corners = corners.take(rows, axis=1).T[:, :, None]
+        rows_areas = areas.take(rows)
+        if cols is not None:
+            corners, areas = corners.take(cols, axis=1), areas.take(cols)
+        iou, _ = _iou_block(corners, areas, rows_corners, rows_areas)
+        if labels is not None:  # other classes are not decayed
+            cols_labels = labels if cols is None else labels.take(cols)
+            iou[labels.take(rows)[:, None] != cols_labels] = 0
+        return iou
+
+    def _factors(self, iou: np.ndarray) -> np.ndarray:
+        """The decay factors of an IoU block, computed in its memory."""
         if self.gaussian:
             iou *= iou
             iou /= -self.sigma  # -(iou**2) / sigma
             # NumPy's float32 exp differs from torch's in the last bit for most values; taken
             # in float64 and rounded, it agrees with torch's for about 99 values in 100.
-            block = np.exp(iou, dtype=np.float64).astype(iou.dtype)
-        else:
-            block = np.where(iou > self.iou_threshold, 1 - iou, 1)
-        self.has_row[rows] = True
-        for j, row in zip(rows.tolist(), block, strict=True):
-            self.rows[j] = (None if dense else cols, row)
+            return np.exp(iou, dtype=np.float64).astype(iou.dtype)
+        # 1 - iou where iou > threshold, else 1; np.where would take 3x as long. fmax turns
+        # the NaN of a NaN IoU times 0 into 0, as np.where would give 1 for it.
+        decay = np.greater(iou, self.iou_threshold).astype(iou.dtype)
+        decay *= iou
+        np.fmax(decay, np.zeros_like(decay), out=decay)
+        return np.subtract(1, decay, out=decay)
 
 
 def _diou_nms_loop(boxes: np.ndarray, labels: np.ndarray | None, iou_threshold: float) -> list[int]:
