@@ -1,6 +1,6 @@
 """Config dicts -> objects, bottom-up, checked against signatures before anything is built.
 
-``build`` works in two passes:
+``build`` works in two passes, and checks what it built:
 
 1. **plan**: walk the whole config; resolve every ``type``; check every key against the
    class signature and every value against its annotation; find missing required arguments.
@@ -10,6 +10,13 @@
    parent. Wiring the user should not repeat is filled in here: a component's ``in_channels``
    (and ``in_strides``) left out of its config come from the ``feature_info`` of the sibling
    built just before it (backbone -> neck -> head).
+
+3. **check**: a backbone that declares ``feature_info`` (and each neck after it, fed its
+   maps) runs once on a small zeros image, in eval mode without gradients, and what its
+   ``forward`` returns is compared with ``feature_info`` (number of maps, channels, and
+   strides as input size / map size). A mismatch, a forward that raises, or one that returns
+   no list of maps is a ``FeatureInfoError`` naming the component, its ``type:`` and where
+   it came from (built-in or which plugin), instead of a shape error deep in a head later.
 
 Which registry builds a nested ``{type: ...}`` dict is decided by the argument's name
 (``backbone`` -> BACKBONES, ``cls_loss`` -> LOSSES, ``transforms`` -> TRANSFORMS, ...:
@@ -31,11 +38,13 @@ from cvkit import registry as R
 from cvkit.config.typecheck import Deferred, check_value, parameters, type_name
 from cvkit.errors import (
     ConfigError,
+    DataError,
     MissingArgumentError,
     UnknownArgumentError,
     UnknownTypeError,
     did_you_mean,
 )
+from cvkit.feature_check import check_feature_info
 from cvkit.registry import registry_for_arg
 
 # The arguments whose value the builder fills from the upstream sibling's feature_info.
@@ -54,6 +63,8 @@ class Node(Deferred):
     wire: dict[str, tuple[Any, bool]] = field(
         default_factory=dict
     )  # name -> (annotation, required)
+    type_name: Any = None  # the config's ``type:`` as written (a name, "pkg.mod:Class", a class)
+    registry: R.Registry | None = None  # where ``type_name`` was looked up (None: every one)
 
 
 def build(
@@ -77,12 +88,16 @@ def build(
     Raises:
         ConfigError: before anything is constructed, for any unknown type, unknown or
             missing argument, or value of the wrong type.
+        FeatureInfoError: (a ``ConfigError``) after construction, when a backbone's or
+            neck's ``feature_info`` disagrees with what its ``forward`` returns.
     """
     if not isinstance(cfg, dict):
         return cfg  # already an object
     cfg = {**{k: v for k, v in defaults.items() if k not in cfg}, **cfg}
     node = plan(cfg, registry, path=path, describe=describe)
-    return instantiate(node, describe=describe)
+    built = instantiate(node, describe=describe)
+    check_feature_info([(node, built)], describe)  # a backbone built on its own
+    return built
 
 
 def plan(
@@ -104,7 +119,7 @@ def plan(
     try:
         cls = _resolve_type(cfg, registry, where)
         params, hints, var_kw = parameters(cls)
-        node = Node(cls, path)
+        node = Node(cls, path, type_name=cfg["type"], registry=registry)
         for key, value in cfg.items():
             if key == "type":
                 continue
@@ -165,10 +180,20 @@ def instantiate(node: Node, upstream: Sequence[Any] | None = None, describe=None
     for key, (ann, required) in node.wire.items():
         if upstream or required:
             kwargs[key] = _wired_value(node, key, ann, upstream, describe)
+    # the children's feature_info against their forward, before the parent takes them
+    check_feature_info(
+        [(v, kwargs[k]) for k, v in node.kwargs.items() if isinstance(v, Node)], describe
+    )
     try:
         return node.cls(**kwargs)
     except ConfigError as err:
         raise _with_file(err.at(node.path or "<config>"), node.path, describe) from err.__cause__
+    except DataError as exc:  # a file it read is bad: the file's message, with where it was named
+        exc.add_note(f"read by {node.path or '<config>'} ({_name(node.cls)})")
+        origin = describe(node.path) if describe is not None and node.path else None
+        if origin:
+            exc.add_note(f"in {origin}")
+        raise
     except (ValueError, TypeError, KeyError, OSError) as exc:  # OSError: a missing file, no network
         error = ConfigError(
             f"{_name(node.cls)} could not be built: {type(exc).__name__}: {exc}",
@@ -253,4 +278,12 @@ def is_component(value: Any) -> bool:
     return isinstance(value, dict) and "type" in value
 
 
-__all__ = ["WIRED_ARGS", "Node", "build", "instantiate", "is_component", "plan", "registry_for_arg"]
+__all__ = [
+    "WIRED_ARGS",
+    "Node",
+    "build",
+    "instantiate",
+    "is_component",
+    "plan",
+    "registry_for_arg",
+]

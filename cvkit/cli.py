@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cvkit import failures
 from cvkit.config.schema import CHANGEABLE_ON_RESUME
 
 # what `cvkit demo` trains; its runs go to <run_dir>/demo_shapes unless name= is given
@@ -17,52 +18,63 @@ DEMO_NAME = "demo_shapes"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; return its exit code (see ``cvkit.failures`` and the README's "When
+    something goes wrong"): a user's mistake ends in one message, never a traceback."""
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    import cvkit
     from cvkit import plugins
 
     rank = _rank_label()
     try:
-        if args.plugin:
-            plugins.import_plugins(args.plugin, "--plugin")
-        return args.func(args) or 0
-    except cvkit.ConfigError as err:
-        # every process of a distributed run reads the same config and files: rank 0 says it
-        if not rank or rank.startswith("rank 0 "):
-            print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError, FloatingPointError) as err:
-        # bad input (a missing file, an unreadable image, a checkpoint that is cut short, of
-        # another model or not resumable: CheckpointError, a NaN loss): the message names the
-        # file, key or step; a traceback would only hide it. Under torchrun it may be one
-        # process's data alone: the message names the process.
-        print(f"error{f' ({rank})' if rank else ''}: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        with failures.plain_warnings():
+            if args.plugin:
+                plugins.import_plugins(args.plugin, "--plugin")
+            return args.func(args) or 0
     except BaseException as exc:
-        if rank and _lost_a_peer(exc):
-            # another process failed first (its message is above) or was stopped; torchrun
-            # then ends this one: one line, not a traceback of where it was waiting
-            print(
-                f"error ({rank}): stopped because another process of the run stopped "
-                "(its error is above)",
-                file=sys.stderr,
-            )
-            return 1
-        if rank:  # torchrun ends every process when one fails; say which failed first
-            print(f"error ({rank}): cvkit failed; traceback below", file=sys.stderr)
-        raise
+        if isinstance(exc, SystemExit) or failures.debug_requested():
+            raise
+        return _report_failure(exc, rank, plugins.plugin_paths())
     finally:
         if rank:
             from cvkit.engine.distributed import teardown
 
             teardown()
+
+
+def _report_failure(exc: BaseException, rank: str, plugin_files: list[Path]) -> int:
+    """Print what went wrong and return the exit code; a traceback only for a bug in cvkit."""
+    from cvkit import __version__
+
+    code = failures.exit_code(exc, plugin_files)
+    if rank and code == failures.EXIT_BUG and _lost_a_peer(exc):
+        # another process failed first (its message is above) or was stopped; torchrun
+        # then ends this one: one line, not a traceback of where it was waiting
+        print(
+            f"error ({rank}): stopped because another process of the run stopped "
+            "(its error is above)",
+            file=sys.stderr,
+        )
+        return failures.EXIT_BAD_INPUT
+    if code == failures.EXIT_BUG:
+        if rank:  # torchrun ends every process when one fails; say which failed first
+            print(f"error ({rank}): cvkit failed; traceback below", file=sys.stderr)
+        failures.print_bug(exc, __version__, sys.stderr)
+        return code
+    message = failures.describe(exc, plugin_files)
+    if code == failures.EXIT_INTERRUPTED:
+        print("\n".join(["interrupted", *message.splitlines()[1:]]), file=sys.stderr)
+    elif code == failures.EXIT_CONFIG:
+        # every process of a distributed run reads the same config and files: rank 0 says it
+        if not rank or rank.startswith("rank 0 "):
+            print(f"error: {message}", file=sys.stderr)
+    else:
+        # bad input: the message names the file, key or step. Under torchrun it may be one
+        # process's data alone: the message names the process.
+        print(f"error{f' ({rank})' if rank else ''}: {message}", file=sys.stderr)
+    return code
 
 
 def _rank_label() -> str:
@@ -230,7 +242,12 @@ def _add_coco_eval(sub: Any) -> None:
         "with --per-class-plots also pr_curves/<id>_<name>.png (one per class).",
     )
     s.add_argument("ground_truth", metavar="GT", help="a COCO instances JSON file")
-    s.add_argument("results", metavar="RESULTS", help="a COCO results JSON file (a list)")
+    s.add_argument(
+        "results",
+        metavar="RESULTS",
+        help="a COCO results JSON file: a list of detections (image_id, category_id, bbox or "
+        "segmentation, score), e.g. the results.json `cvkit eval` writes; GT comes first",
+    )
     s.add_argument("--iou-type", default="bbox", choices=["bbox", "segm"])
     s.add_argument("--backend", default="cvkit", choices=backends, help="default: cvkit")
     s.add_argument("--out", metavar="DIR", help="folder for the JSON and the plots")

@@ -25,12 +25,14 @@ import contextlib
 import gc
 import json
 import math
+import numbers
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from cvkit.errors import did_you_mean
+from cvkit.errors import DataError, did_you_mean
 
 try:  # about 5x faster than json on a results file of 200k detections
     import orjson
@@ -45,6 +47,8 @@ RESULTS = (
     "a list of results (objects with 'image_id', 'category_id', 'bbox' or 'segmentation', "
     "and 'score')"
 )
+# what a result that is not a finite number most often means; said wherever one is found
+DIVERGED = "a NaN or infinite output usually means the model diverged: check its training loss"
 
 __all__ = [
     "FIELD_RULES",
@@ -67,7 +71,7 @@ __all__ = [
 ]
 
 
-class CocoFormatError(ValueError):
+class CocoFormatError(DataError):
     """A COCO file that cannot be used; the message names the file, the entry and the problem."""
 
 
@@ -114,8 +118,9 @@ def read_json(path: str | os.PathLike) -> Any:
 
     Raises:
         CocoFileNotFoundError: ``path`` does not exist or is a folder.
-        CocoFormatError: the file cannot be read, is not UTF-8, or is not JSON (with the line
-            and column of the first error).
+        CocoFormatError: the file cannot be read, is empty, is not UTF-8, or is not JSON (with
+            the line and column of the first error, and the entry when it is a ``nan`` or
+            ``inf`` that JSON cannot hold).
     """
     path = Path(path)
     if not path.is_file():
@@ -131,6 +136,12 @@ def read_json(path: str | os.PathLike) -> Any:
             return _fast_loads(data)
     except ValueError:
         pass  # the slow parser below gives the message, or reads what orjson refuses
+    if not data.strip():  # else json would say "Expecting value at line 1, column 1"
+        size = "0 bytes" if not data else f"only whitespace, {len(data)} bytes"
+        raise CocoFormatError(
+            f"{subject(path)} is empty ({size}); a COCO file is JSON text: check that "
+            "whatever wrote it finished (or write it again)"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -140,9 +151,72 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise CocoFormatError(
-            f"{subject(path)} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}"
-        ) from None
+        problem = _not_finite_token(text, err) or (
+            f"{err.msg} at line {err.lineno}, column {err.colno}"
+        )
+        raise CocoFormatError(f"{subject(path)} is not valid JSON: {problem}") from None
+
+
+# ``nan``, ``-nan``, ``inf``, ``-Infinity``...: what writers that format floats themselves
+# (f-strings, C's printf) put where a number goes. Python's json reads only ``NaN``,
+# ``Infinity`` and ``-Infinity``; the rest would be a bare "Expecting value".
+_NOT_FINITE = re.compile(r"-?(?:nan|inf(?:inity)?)(?![\w.])", re.IGNORECASE)
+# the key whose value starts at the end of the text: `"score": ` or `"bbox": [1.5, `
+_KEY_BEFORE = re.compile(r'"([^"\\]{1,60})"\s*:\s*(\[[^\[\]{}"]*)?$')
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _not_finite_token(text: str, err: json.JSONDecodeError) -> str | None:
+    """What a parse error at a NaN or infinity means, naming the entry; ``None`` for others.
+
+    ``"results[1] has score nan (line 1, column 153), and JSON has no NaN or infinity; ..."``.
+    """
+    token = _NOT_FINITE.match(text, err.pos)
+    if token is None:
+        return None
+    at = f"line {err.lineno}, column {err.colno}"
+    index = _list_index(text, err.pos)
+    key = _KEY_BEFORE.search(text, max(0, err.pos - 200), err.pos)
+    if key is None:
+        what = f"{at} has {token.group()}"
+        rule = "numbers in a COCO file are finite"
+    else:
+        field, in_list = key.group(1), key.group(2) is not None
+        whose = "a" if index is None else "its"
+        value = f"{token.group()} in {whose} {field}" if in_list else f"{field} {token.group()}"
+        what = f"{at} has {value}" if index is None else f"results[{index}] has {value} ({at})"
+        rule = _finite_rule(field)
+    outputs = index is not None and key is not None and key.group(1) in _OUTPUTS
+    hint = f"; {DIVERGED}" if outputs else ""
+    return f"{what}, and JSON has no NaN or infinity; {rule}{hint}"
+
+
+def _list_index(text: str, pos: int) -> int | None:
+    """The place of the entry holding ``pos`` when ``text`` is a JSON list, else ``None``.
+
+    Decodes the entries before it one by one: the error path of a results file only.
+    """
+    decoder = json.JSONDecoder()
+    at = _skip_space(text, 0)
+    if not text.startswith("[", at):
+        return None
+    index, at = 0, _skip_space(text, at + 1)
+    while at < pos:
+        try:
+            _, end = decoder.raw_decode(text, at)
+        except json.JSONDecodeError:
+            return index  # this entry holds the first error, at pos
+        at = _skip_space(text, end)
+        if not text.startswith(",", at) or end > pos:
+            return None
+        index, at = index + 1, _skip_space(text, at + 1)
+    return index
+
+
+def _skip_space(text: str, at: int) -> int:
+    """The first position from ``at`` that is not JSON whitespace."""
+    space = _SPACE.match(text, at)
+    return space.end() if space else at
 
 
 def load_coco_json(path: str | os.PathLike) -> dict[str, Any]:
@@ -173,8 +247,15 @@ def check_sections(data: Any, source: str) -> dict[str, Any]:
         CocoFormatError: not an object, or a section missing (with a did-you-mean) or not a list.
     """
     if not isinstance(data, dict):
+        hint = ""
+        if isinstance(data, list) and data and _is_result(data[0]):
+            # most often `cvkit coco-eval RESULTS GT`: the two files swapped
+            hint = (
+                "; it looks like a results file (a list of detections), not ground truth (in "
+                "cvkit coco-eval GT RESULTS, the ground truth comes first)"
+            )
         raise CocoFormatError(
-            f"{subject(source)} holds a JSON {_json_type(data)}, not {GROUND_TRUTH}"
+            f"{subject(source)} holds a JSON {_json_type(data)}, not {GROUND_TRUTH}{hint}"
         )
     for key in SECTIONS:
         if key not in data:
@@ -192,10 +273,53 @@ def check_sections(data: Any, source: str) -> dict[str, Any]:
 
 
 def check_results_list(data: Any, source: str) -> list[Any]:
-    """Check that ``data`` is a JSON list, as a COCO results file is; return it."""
-    if not isinstance(data, list):
-        raise CocoFormatError(f"{subject(source)} holds a JSON {_json_type(data)}, not {RESULTS}")
-    return data
+    """Check that ``data`` is a JSON list, as a COCO results file is; return it.
+
+    Raises:
+        CocoFormatError: not a list; for an object, saying what it looks like: a ground-truth
+            file given in the results' place, or an object around the list of results.
+    """
+    if isinstance(data, list):
+        return data
+    if isinstance(data, dict):
+        wrapper = _results_key(data)
+        if wrapper is not None:
+            raise CocoFormatError(
+                f"{subject(source)} holds a JSON object with the results in its '{wrapper}' "
+                f"list; a results file is that list itself, not an object around it: save "
+                f"the value of '{wrapper}' on its own"
+            )
+        sections = [key for key in SECTIONS if key in data]
+        if sections:
+            raise CocoFormatError(
+                f"{subject(source)} is a COCO ground-truth file (it has "
+                f"{', '.join(map(repr, sections))}) given where results are expected; a "
+                f"results file is {RESULTS}, the detections a model made (`cvkit eval` of a "
+                "detector writes one: results.json); the ground truth comes first, then the "
+                "results (cvkit coco-eval GT RESULTS)"
+            )
+    raise CocoFormatError(f"{subject(source)} holds a JSON {_json_type(data)}, not {RESULTS}")
+
+
+# keys a tool may wrap its list of results in, even while that list is empty
+_RESULTS_KEYS = ("results", "detections", "predictions", "dets")
+
+
+def _results_key(data: dict) -> str | None:
+    """The key of ``data`` holding a list of results (or named like one), or ``None``."""
+    lists = {key: value for key, value in data.items() if isinstance(value, list)}
+    for key, value in lists.items():
+        if value and _is_result(value[0]):
+            return str(key)
+    return next((key for key in _RESULTS_KEYS if key in lists), None)
+
+
+def _is_result(entry: Any) -> bool:
+    """Whether ``entry`` looks like one result: an object with an image id and a score.
+
+    A ground-truth annotation has no score, so it does not look like one.
+    """
+    return isinstance(entry, dict) and "image_id" in entry and "score" in entry
 
 
 def check_coco(data: Any, source: str) -> None:
@@ -243,6 +367,7 @@ def field_problem(section: str, index: int, entry: Any, key: str) -> str | None:
     Returns:
         ``"annotation id 10 has bbox [1, 2, 3]; a 'bbox' is 4 finite numbers ..."``, or
         ``"results[2] is a JSON string, not an object"``, or ``None`` when the field is fine.
+        A NaN or infinite score or box of a result adds what it usually means (:data:`DIVERGED`).
     """
     if not isinstance(entry, dict):
         return f"{section}[{index}] is a JSON {_json_type(entry)}, not an object"
@@ -250,9 +375,16 @@ def field_problem(section: str, index: int, entry: Any, key: str) -> str | None:
     name = entry_name(section, index, entry)
     if key not in entry:
         return f"{name} has no '{key}'; {rule}"
-    if not ok(entry[key]):
-        return f"{name} has {key} {entry[key]!r:.80}; {rule}"
-    return None
+    value = entry[key]
+    if ok(value):
+        return None
+    values = value if isinstance(value, list) else [value]
+    not_finite = any(_is_number(v) and not _is_finite(v) for v in values)
+    hint = f"; {DIVERGED}" if not_finite and section == "results" and key in _OUTPUTS else ""
+    if not_finite and ok is _is_finite:  # a NaN score: say it in words, and the rule plainly
+        what = f"a NaN {key}" if math.isnan(value) else f"an infinite {key} ({value})"
+        return f"{name} has {what}; {_finite_rule(key)}{hint}"
+    return f"{name} has {key} {value!r:.80}; {rule}{hint}"
 
 
 def field_error(
@@ -315,18 +447,19 @@ def image_paths(images: list[dict], image_dir: str | os.PathLike, ann_file: str)
     """The path of every image under ``image_dir``, each checked to exist (``os.path`` only).
 
     Raises:
-        FileNotFoundError: ``image_dir`` or any image file is missing; the message counts the
-            missing files and names the first one with its image id.
+        CocoFileNotFoundError: (a ``FileNotFoundError``) ``image_dir`` or any image file
+            is missing; the message counts the missing files and names the first one with
+            its image id.
     """
     folder = os.fspath(image_dir)
     if not os.path.isdir(folder):
         what = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
-        raise FileNotFoundError(f"image_dir '{folder}' (for {subject(ann_file)}) {what}")
+        raise CocoFileNotFoundError(f"image_dir '{folder}' (for {subject(ann_file)}) {what}")
     paths = [os.path.join(folder, image["file_name"]) for image in images]
     missing = [i for i, p in enumerate(paths) if not os.path.isfile(p)]
     if missing:
         first = images[missing[0]]
-        raise FileNotFoundError(
+        raise CocoFileNotFoundError(
             f"{subject(ann_file)}: {len(missing)} of {len(images)} image files are missing "
             f"from image_dir '{folder}', e.g. image id {first['id']}: "
             f"'{first['file_name']}' (looked for '{paths[missing[0]]}')"
@@ -338,15 +471,26 @@ def image_paths(images: list[dict], image_dir: str | os.PathLike, ann_file: str)
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    # numbers.Integral takes NumPy's integers too (results built in memory); JSON's are ints
+    return type(value) is int or (
+        isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    )
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return type(value) in (int, float) or (
+        isinstance(value, numbers.Real) and not isinstance(value, bool)
+    )
 
 
 def _is_finite(value: Any) -> bool:
-    return _is_number(value) and math.isfinite(value)
+    kind = type(value)  # JSON's two number types first: training checks 5 numbers an entry
+    if kind is float:
+        return math.isfinite(value)
+    # an integer is finite; math.isfinite would overflow on one beyond a float's range
+    return kind is int or (
+        _is_number(value) and (isinstance(value, numbers.Integral) or math.isfinite(value))
+    )
 
 
 def _is_box(value: Any) -> bool:
@@ -364,7 +508,7 @@ FIELD_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "image_id": (_is_int, "an 'image_id' is the integer id of an entry of 'images'"),
     "category_id": (_is_int, "a 'category_id' is the integer id of an entry of 'categories'"),
     "bbox": (_is_box, "a 'bbox' is 4 finite numbers [x, y, width, height] in pixels"),
-    "score": (_is_number, "a 'score' is a number"),
+    "score": (_is_finite, "a 'score' is a number"),
     "area": (_is_finite, "an 'area' is a finite number of pixels"),
     "iscrowd": (lambda v: v in (0, 1), "'iscrowd' is 0 or 1"),
     "segmentation": (
@@ -381,6 +525,12 @@ FIELD_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 _KIND = {"images": "image", "annotations": "annotation", "categories": "category"}
 _REFERENCED = {"image_id": "images", "category_id": "categories"}
+_OUTPUTS = ("score", "bbox")  # the fields of a result a model computes
+
+
+def _finite_rule(key: str) -> str:
+    """The rule a NaN or infinity in ``key`` breaks, in words."""
+    return FIELD_RULES["bbox"][1] if key == "bbox" else f"'{key}' must be a finite number"
 
 
 def _check_images(images: list, source: str) -> set[int]:

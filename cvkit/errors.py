@@ -78,6 +78,16 @@ class ValueTypeError(ConfigError, TypeError):
     """A config value has the wrong type for the parameter's annotation."""
 
 
+class ValueRangeError(ConfigError, ValueError):
+    """A config value has the right type but is out of range (a batch size of 0)."""
+
+
+class FeatureInfoError(ConfigError, ValueError):
+    """A backbone's or neck's ``feature_info`` does not describe what its ``forward`` returns
+    (number of maps, channels, strides), or that forward raised or returned no list of maps,
+    in the build-time check (one forward of a small zeros image)."""
+
+
 class OverrideError(ConfigError, KeyError):
     """A command-line override names a path that does not exist, or is malformed."""
 
@@ -98,7 +108,13 @@ class DuplicateNameError(ConfigError, KeyError):
     """A name is registered twice in the same registry."""
 
 
-class CheckpointError(ValueError):
+class DataError(ValueError):
+    """A data file a user gave cannot be used: its message names the file and the entry and
+    says what to do. The builder passes it on as it is (exit code 1, bad data) rather than as
+    a ``ConfigError`` about the component whose constructor read the file."""
+
+
+class CheckpointError(DataError):
     """A checkpoint file that cannot serve what was asked of it: unreadable or truncated, of
     another model, or without the training state a resume needs.
 

@@ -29,6 +29,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from cvkit.errors import PluginError
+from cvkit.failures import debug_requested
 
 ENTRY_POINT_GROUP = "cvkit.plugins"
 
@@ -40,8 +41,9 @@ class PluginRecord:
     name: str  # entry-point name, module name or file path as the user wrote it
     target: str  # the module imported
     origin: str  # "entry point (dist)", "config imports" or "--plugin"
-    error: str | None = None  # "ExcType: message" when the import failed
+    error: str | None = None  # "ExcType (file.py, line 7): message" when the import failed
     detail: str | None = None  # the traceback, for `cvkit list --plugins --verbose`
+    path: Path | None = None  # its file, or its package's folder, once found
 
     @property
     def ok(self) -> bool:
@@ -130,8 +132,9 @@ def load_entry_points() -> None:
             try:
                 ep.load()
             except Exception as exc:  # a broken plugin must not hide the others
-                record.error = f"{type(exc).__name__}: {exc}"
+                record.error = _failure(exc)
                 record.detail = traceback.format_exc()
+        record.path = _module_path(ep.value.split(":")[0])
         _records[f"ep:{ep.name}"] = record
 
 
@@ -182,17 +185,73 @@ def import_plugins(specs: list[str], origin: str, base_dir: Path | None = None) 
                 else:
                     importlib.import_module(spec)
             except Exception as exc:
-                record.error = f"{type(exc).__name__}: {exc}"
+                record.error = _failure(exc, Path(target) if is_file else _module_path(spec))
                 record.detail = traceback.format_exc()
                 failures.append(record)
+        record.path = Path(target) if is_file else _module_path(spec)
         _records[f"{origin}:{target}"] = record
     if failures:
         raise PluginError(
             f"{len(failures)} of {len(specs)} plugin(s) failed to import",
             where=origin,
             hints=[f"{r.name}: {r.error}" for r in failures]
-            + ["check the module name (it must be importable) or the path to the .py file"],
+            + _import_advice(failures)
+            + [r.detail or "" for r in failures if debug_requested()],
         )
+
+
+def _import_advice(failures: list[PluginRecord]) -> list[str]:
+    """What to do: find the plugin, or fix the line of its code that raised."""
+    not_found = [r for r in failures if r.path is None or not r.path.exists()]
+    advice = []
+    if not_found:
+        advice.append("check the module name (it must be importable) or the path to the .py file")
+    if len(not_found) < len(failures):
+        advice.append(
+            "the plugin's code raised while it was imported: fix it at the line shown "
+            "(CVKIT_DEBUG=1 shows the whole traceback)"
+        )
+    return advice
+
+
+def _module_path(module: str) -> Path | None:
+    """The file of ``module``, or its package's folder; ``None`` when it cannot be found."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not Path(spec.origin).is_file():
+        return None
+    origin = Path(spec.origin).resolve()
+    return origin.parent if origin.name == "__init__.py" else origin
+
+
+def _failure(exc: BaseException, plugin: Path | None = None) -> str:
+    """``NameError (bug_plugin.py, line 3): name 'x' is not defined``: the error and the line
+    of the plugin that raised it."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, SyntaxError):  # its text already ends "(bug_plugin.py, line 3)"
+        return text
+    # the plugin's own innermost line: where its code raised, or called what raised
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if plugin is not None and _within(Path(f.filename), plugin)
+    ]
+    if not frames:  # not found, or failed before running any of its lines
+        return text
+    frame = frames[-1]
+    return f"{type(exc).__name__} ({frame.filename}, line {frame.lineno}): {exc}"
+
+
+def _within(path: Path, plugin: Path) -> bool:
+    path, plugin = path.resolve(), plugin.resolve()
+    return path == plugin or plugin in path.parents
+
+
+def plugin_paths() -> list[Path]:
+    """The file (or package folder) of every plugin imported or tried so far."""
+    return [r.path for r in _records.values() if r.path is not None]
 
 
 def report() -> list[PluginRecord]:

@@ -86,7 +86,7 @@ class Registry:
                 f"{name!r} is already registered as a {self.kind} "
                 f"(by {old.source}: {_qualname(old.obj)})",
                 hints=[
-                    f"register {_qualname(obj)} under another name: "
+                    f"register {getattr(obj, '__qualname__', name)} under another name: "
                     f"@{self.plural.upper()}.register('MyName')"
                 ],
             )

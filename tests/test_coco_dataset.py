@@ -80,10 +80,21 @@ def _build(ann_file: Path, image_dir: Path, **kwargs):
 
 
 def _build_error(kind: type[Exception], ann_file: Path, image_dir: Path, **kwargs) -> str:
-    """The message of the ``kind`` error construction raised (the builder wraps it)."""
+    """The message of the ``kind`` error construction raised: the builder passes a bad file's
+    error on as it is (exit code 1), noting the config path that read it."""
+    with pytest.raises(kind) as err:
+        _build(ann_file, image_dir, **kwargs)
+    assert not isinstance(err.value, cvkit.ConfigError)
+    assert any(note.startswith("read by ") for note in err.value.__notes__)
+    return str(err.value)
+
+
+def _config_error(ann_file: Path, image_dir: Path, **kwargs) -> str:
+    """The message of the ``ValueError`` an argument of the config caused: the builder wraps
+    it in a ConfigError naming the component (exit code 2)."""
     with pytest.raises(cvkit.ConfigError) as err:
         _build(ann_file, image_dir, **kwargs)
-    assert isinstance(err.value.__cause__, kind)
+    assert isinstance(err.value.__cause__, ValueError)
     assert str(err.value.__cause__) in str(err.value)  # shown whole to the user
     return str(err.value.__cause__)
 
@@ -445,7 +456,7 @@ def test_missing_image_file_counted_and_named(tiny):
 
 def test_class_names_must_match(tiny):
     ann_file, images = tiny()
-    message = _build_error(ValueError, ann_file, images, class_names=["cat", "bird", "dog"])
+    message = _config_error(ann_file, images, class_names=["cat", "bird", "dog"])
     assert message == (
         f"class_names ['cat', 'bird', 'dog'] do not match the categories of COCO file "
         f"'{ann_file}' (in category-id order): ['cat', 'dog', 'bird']; fix class_names or the file"
@@ -506,7 +517,7 @@ def test_a_file_whose_groups_are_single_images_has_an_empty_val(tiny):
     train = _build(ann_file, images, split="train", val_fraction=0.5, seed=3)
     assert train.image_ids == [1, 2, 3] and train.split == "train"
     assert train.classes == ["cat", "dog", "bird"]
-    assert _build_error(ValueError, ann_file, images, split="val") == (
+    assert _config_error(ann_file, images, split="val") == (
         f"split 'val' of COCO file '{ann_file}' has no images: a group of a single image always "
         "goes to train; add images, or use split: all"
     )
@@ -514,7 +525,7 @@ def test_a_file_whose_groups_are_single_images_has_an_empty_val(tiny):
 
 def test_bad_split_arguments_name_the_argument(tiny):
     ann_file, images = tiny()
-    message = _build_error(ValueError, ann_file, images, split="val", val_fraction=1.0)
+    message = _config_error(ann_file, images, split="val", val_fraction=1.0)
     assert message == "val_fraction must be a number in (0, 1), got 1.0"
     with pytest.raises(cvkit.ConfigError) as err:
         _build(ann_file, images, split="test")

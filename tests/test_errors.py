@@ -145,7 +145,8 @@ def test_plugin_that_fails_to_import_is_named_with_its_error(chain, write):
     assert isinstance(err, PluginError)
     text = str(err)
     assert "2 of 2 plugin(s) failed to import" in text
-    assert "broken_plugin.py: RuntimeError: boom at import" in text
+    assert "broken_plugin.py: RuntimeError (" in text
+    assert "broken_plugin.py, line 1): boom at import" in text
     assert "no_such_module_xyz: ModuleNotFoundError" in text
 
 

@@ -114,8 +114,8 @@ def test_broken_annotation_file_is_reported_before_the_model_is_built(tmp_path):
         "data.val.image_dir=.",
         cwd=tmp_path,
     )
-    text = _fails(out, code=2)  # the builder reports a component that fails as a ConfigError
-    assert "data.train: CocoDetection could not be built" in text
+    text = _fails(out, code=1)  # bad data: the file's own message, and who read it
+    assert "read by data.train (CocoDetection)" in text
     assert "COCO file 'broken.json' is not valid JSON" in text
     assert "missing_weights.pth" not in text
     assert not (tmp_path / "runs").exists()

@@ -42,6 +42,31 @@ CHANGEABLE_ON_RESUME = {
 }
 
 
+# The smallest value each numeric setting may take (an int's or a float's); None and "auto"
+# are not numbers and pass. A float bound is exclusive ("> 0"), an int bound inclusive.
+MINIMUM: dict[str, int | float] = {
+    "data.batch_size": 1,
+    "data.total_batch_size": 1,
+    "data.val_batch_size": 1,
+    "data.num_workers": 0,
+    "data.prefetch_factor": 1,
+    "data.pad_multiple": 1,
+    "train.epochs": 1,
+    "train.max_steps": 1,
+    "train.accumulate": 1,
+    "train.clip_grad_norm": 0.0,
+    "train.freeze_backbone_epochs": 0,
+    "train.log_interval": 1,
+    "train.checkpoint_interval": 1,
+    "train.ema.warmup_steps": 0,
+    "train.dist.timeout_minutes": 0.0,
+    "train.param_groups.backbone_lr_mult": 0,
+    "train.auto_scale_lr.base_batch_size": 1,
+    "eval.interval": 1,
+    "eval.patience": 1,
+}
+
+
 @dataclass
 class DataSettings:
     """``data:``: the datasets (each a ``{type: ...}`` dict) and how they are loaded."""

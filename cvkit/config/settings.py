@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from pathlib import PurePath
 from typing import Any
 
 from cvkit.config.load import Config
-from cvkit.config.schema import RunSettings, dataclass_in
+from cvkit.config.schema import MINIMUM, RunSettings, dataclass_in
 from cvkit.config.typecheck import check_value
-from cvkit.errors import ConfigError, MissingArgumentError, UnknownArgumentError, did_you_mean
+from cvkit.errors import (
+    ConfigError,
+    MissingArgumentError,
+    UnknownArgumentError,
+    ValueRangeError,
+    did_you_mean,
+)
 
 __all__ = ["RunSettings", "parse_settings"]
 
@@ -38,6 +45,7 @@ def parse_settings(cfg: Config) -> RunSettings:
         )
     if not settings.name:
         settings.name = cfg.file.stem if cfg.file else "run"
+    _check_name(settings.name, cfg)
     return settings
 
 
@@ -68,6 +76,7 @@ def _parse(cfg: Config, section: str, cls: type, values: Any) -> Any:
             continue
         try:
             out[key] = check_value(value, hints[key], path)
+            _check_range(out[key], path)
         except ConfigError as err:
             raise _noted(err, cfg, path) from None
     missing = [n for n, f in fields.items() if n not in out and _required(f)]
@@ -78,6 +87,36 @@ def _parse(cfg: Config, section: str, cls: type, values: Any) -> Any:
             section,
         )
     return cls(**out)
+
+
+def _check_range(value: Any, path: str) -> None:
+    """Raise when a number is below the schema's ``MINIMUM`` for ``path``."""
+    low = MINIMUM.get(path)
+    if low is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    exclusive = isinstance(low, float)
+    if value > low or (value == low and not exclusive):
+        return
+    bound = f"> {low:g}" if exclusive else f">= {low}"
+    raise ValueRangeError(f"must be {bound}, got {value!r}", where=path)
+
+
+def _check_name(name: str, cfg: Config) -> None:
+    """A run's ``name`` is a folder inside ``run_dir``: never absolute, never up with '..'."""
+    parts = PurePath(name).parts
+    if PurePath(name).is_absolute() or ".." in parts or not parts:
+        raise _noted(
+            ValueRangeError(
+                f"{name!r} is not a folder name inside run_dir",
+                where="name",
+                hints=[
+                    "the run goes into <run_dir>/<name>: give a plain name such as "
+                    "'r50_coco', and set run_dir to choose where runs go"
+                ],
+            ),
+            cfg,
+            "name",
+        )
 
 
 def _required(f: dataclasses.Field) -> bool:

@@ -84,8 +84,19 @@ def load_file(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigFileError(f"config file {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigFileError(f"cannot read config file {str(path)!r}: {exc}") from None
+    except IsADirectoryError:
+        raise ConfigFileError(
+            f"config file {str(path)!r} is a folder; give the .yaml file in it"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(
+            f"config file {str(path)!r} is not UTF-8 text (byte {exc.start}): a config is a "
+            "YAML text file; is this the right file?"
+        ) from None
+    except OSError as exc:
+        raise ConfigFileError(
+            f"cannot read config file {str(path)!r}: {exc.strerror or exc}"
+        ) from None
     return loads(text, str(path))
 
 

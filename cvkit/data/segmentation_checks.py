@@ -22,13 +22,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cvkit.data.image_io import read_image
+from cvkit.errors import DataError
 
 # EXIF orientations that turn the picture a quarter (width and height swap when applied).
 _QUARTER_TURNS = (5, 6, 7, 8)
 _EXIF_ORIENTATION = 0x0112
 
 
-class MaskError(ValueError):
+class MaskError(DataError):
     """A mask does not fit its image or its classes; the message names each file."""
 
 

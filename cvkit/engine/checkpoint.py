@@ -9,9 +9,11 @@ which case it is and what to pass instead: never a bare ``KeyError`` or a ``torc
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import pickle
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +27,104 @@ EXPORT_KEYS = frozenset({"model", "classes", "cat_ids", "config", "cvkit_version
 TRAINING_KEYS = ("optimizer", "scaler", "trainer", "rng")
 
 
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` to ``path`` atomically: a temp file in the same folder, then rename.
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written: a full disk, an exceeded quota, no permission.
 
-    A crash mid-write leaves the previous file intact, never a truncated one.
+    An ``OSError`` with the operating system's ``errno``; its ``filename`` is the checkpoint
+    (never the temporary file it was being written to) and its ``strerror`` says that the
+    file was not written and whether a previous one is there, intact.
+    """
+
+
+# what the operating system's refusal means, in the words a user needs
+_WRITE_REASONS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+}
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``state`` to ``path`` atomically: a temp file in the same folder, flushed to the
+    disk (``fsync``), then renamed over ``path``.
+
+    A crash or a full disk mid-write leaves the previous file intact, never a truncated one,
+    and no temp file behind. The file's permissions follow the umask, as for any other file
+    a run writes.
+
+    Raises:
+        CheckpointWriteError: the operating system refused the write (``ENOSPC``...); the
+            previous ``path``, if any, is unchanged.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        fd = os.open(tmp, flags, 0o666)
+    except OSError as exc:
+        raise _not_written(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        # torch.save reports a failed write as a RuntimeError raised while handling it
+        cause = _os_error_in(exc) if isinstance(exc, Exception) else None
+        if cause is not None:
+            raise _not_written(path, cause) from exc
         raise
+    _sync_folder(path.parent)  # the rename itself survives a power cut
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:
+def _not_written(path: Path, exc: OSError) -> CheckpointWriteError:
+    reason = _WRITE_REASONS.get(exc.errno or 0)
+    os_text = exc.strerror or str(exc)
+    why = f"{reason} ({os_text})" if reason else os_text
+    kept = (
+        f"the previous {path.name} is intact"
+        if path.is_file()
+        else f"there was no {path.name} before"
+    )
+    return CheckpointWriteError(exc.errno, f"not written, {why}; {kept}", str(path))
+
+
+def _os_error_in(exc: BaseException) -> OSError | None:
+    """``exc``, or the first exception in its chain (cause, context), that is an ``OSError``."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename) to the disk; POSIX only, and best effort: some file
+    systems refuse to sync a folder, and the file itself is already on the disk."""
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str = "cpu", *, mmap: bool = False
+) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``: tensors and plain data, never code.
+
+    ``mmap=True`` maps the tensors from the file instead of reading them: quick however big
+    the file, for a look at its other entries (the run's position).
 
     Raises:
         CheckpointNotFoundError: the file does not exist (a ``FileNotFoundError``).
@@ -57,7 +137,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str = "cpu") -> dict[
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise CheckpointNotFoundError(f"checkpoint {str(path)!r} {what}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as exc:
         raise _unreadable(path, exc) from exc
     if not isinstance(state, dict) or "model" not in state:
@@ -139,10 +219,32 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+# what `cvkit export` writes besides weights files, by suffix
+_EXPORTED = {".onnx": "an ONNX model", ".pt2": "a torch.export program (ExportedProgram)"}
+
+
 def _unreadable(path: Path, exc: Exception) -> CheckpointError:
     """The error for a file ``torch.load`` fails on, by cause; never torch's own advice to
     load with ``weights_only=False``, which would run whatever code the file holds."""
     name = str(path)
+    exported = _EXPORTED.get(path.suffix.lower())
+    if exported is not None:
+        return CheckpointError(
+            f"{name!r} is {exported} written by `cvkit export`, not a checkpoint",
+            hints=[
+                f"it runs as it is: `cvkit predict {name} IMAGES`, `cvkit eval CFG "
+                f"--checkpoint {name}`",
+                "train --resume and export read a run's checkpoint: its folder, last.pt or best.pt",
+            ],
+        )
+    with path.open("rb") as file:
+        head = file.read(4)
+    if head and not head.startswith((b"PK", b"\x80")):  # a zip archive, or a legacy pickle
+        return CheckpointError(
+            f"{name!r} is not a checkpoint: torch.save writes a zip archive, and this file "
+            f"starts with {head!r}",
+            hints=["give a run's last.pt or best.pt, or a .pt file from `cvkit export`"],
+        )
     if isinstance(exc, pickle.UnpicklingError) and "weights only" in str(exc).lower():
         return CheckpointError(
             f"checkpoint {name!r} cannot be read: it holds Python objects other than tensors "

@@ -187,6 +187,10 @@ def describe_changes(changes: dict[str, tuple[Any, Any]], cfg: Config) -> list[s
     ]
 
 
+# a config of another model changes dozens of keys: the first few make the point
+_SHOWN_CHANGES = 6
+
+
 def _check_changes(
     changes: dict[str, tuple[Any, Any]],
     cfg: Config,
@@ -196,11 +200,17 @@ def _check_changes(
 ) -> None:
     fixed = {k: v for k, v in changes.items() if k not in CHANGEABLE}
     if fixed:
+        # the model's type first: "it is another model" is the change that explains the rest
+        fixed = dict(sorted(fixed.items(), key=lambda kv: (kv[0] != "model.type", kv[0])))
         lines = describe_changes(fixed, cfg)
+        shown = _SHOWN_CHANGES
+        more = f"; and {len(lines) - shown} more" if len(lines) > shown else ""
+        keys = list(fixed)
         raise ConfigError(
             f"cannot resume {checkpoint} with other settings than it was trained with: "
-            + "; ".join(lines),
-            where=", ".join(fixed),
+            + "; ".join(lines[:shown])
+            + more,
+            where=", ".join(keys[:shown]) + (f" (+{len(keys) - shown} more)" if more else ""),
             hints=[
                 "a resume continues the same run; only these may change: " + ", ".join(CHANGEABLE),
                 "drop the config file and the overrides: `cvkit train --resume RUN` takes "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from cvkit.engine import hooks as H
 from cvkit.engine.auto_batch import fit_batch
 from cvkit.engine.batching import BatchPlan, plan_batch
 from cvkit.engine.batching import describe as describe_batch
+from cvkit.engine.checkpoint import check_training_state, load_checkpoint
 from cvkit.engine.curves import CurvesHook
 from cvkit.engine.evaluate import Evaluation
 from cvkit.engine.loader_workers import auto_workers
@@ -34,8 +37,8 @@ from cvkit.engine.optim import build_optimizer
 from cvkit.engine.resume import ResumePlan, describe_changes, plan_resume, record_resume
 from cvkit.engine.speed import apply_speed_settings
 from cvkit.engine.tasks import Task, task_of
-from cvkit.engine.trainer import Trainer
-from cvkit.errors import ConfigError
+from cvkit.engine.trainer import Trainer, add_note
+from cvkit.errors import CheckpointError, CheckpointNotFoundError, ConfigError
 from cvkit.registry import DATASETS, HOOKS, MODELS, OPTIMIZERS, SCHEDULERS
 
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -120,11 +123,23 @@ def without_pretrained(spec: Any) -> Any:
 
 
 def build_datasets(settings: RunSettings, cfg: Config, splits=("train", "val")) -> dict[str, Any]:
-    return {
+    """The datasets of ``splits`` that the config has, each checked to hold something."""
+    datasets = {
         split: build(spec, DATASETS, path=f"data.{split}", describe=cfg.describe)
         for split in splits
         if (spec := getattr(settings.data, split)) is not None
     }
+    for split, ds in datasets.items():
+        if len(ds) == 0:
+            spec = getattr(settings.data, split)
+            files = ", ".join(
+                f"{key} {spec[key]!r}" for key in ("ann_file", "root", "image_dir") if key in spec
+            )
+            raise ValueError(
+                f"data.{split} ({spec['type']}{f', {files}' if files else ''}) holds no "
+                "images: give it a file or folder with some"
+            )
+    return datasets
 
 
 def check_classes(model: nn.Module, datasets: dict[str, Any], cfg: Config) -> list[str]:
@@ -318,24 +333,88 @@ def _train(
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(cfg.to_yaml())
         trainer.log_line(f"run folder: {run_dir}")
-    trainer.log_line(class_map(classes, _cat_ids(datasets["train"])))
-    for key in filled:
-        trainer.log_line(f"{key}: {len(classes)} (auto, from data.train's classes)")
-    for line in describe_batch(batch, settings):
-        trainer.log_line(line)
-    for line in [*speed_notes, *([workers_note] if workers_note else [])]:
-        trainer.log_line(line)
-    metrics = trainer.run()
-    if "val" in loaders and settings.eval.plots:
-        # the trainer has evaluated the final weights unless the run had nothing left to do
-        if not (evaluations and trainer.evaluated_step == trainer.step):
-            trainer.eval_model.eval()
-            with torch.no_grad(), trainer.autocast():
-                evaluate(trainer.eval_model)  # on every process: they share the work
+    try:
+        trainer.log_line(class_map(classes, _cat_ids(datasets["train"])))
+        for key in filled:
+            trainer.log_line(f"{key}: {len(classes)} (auto, from data.train's classes)")
+        for line in describe_batch(batch, settings):
+            trainer.log_line(line)
+        for line in [*speed_notes, *([workers_note] if workers_note else [])]:
+            trainer.log_line(line)
+        metrics = trainer.run()
+        if "val" in loaders and settings.eval.plots:
+            # the trainer has evaluated the final weights unless the run had nothing left to do
+            if not (evaluations and trainer.evaluated_step == trainer.step):
+                trainer.eval_model.eval()
+                with torch.no_grad(), trainer.autocast():
+                    evaluate(trainer.eval_model)  # on every process: they share the work
+            if processes.is_main:
+                print(task.report(evaluations[0], classes, run_dir)[1])
+        distributed.barrier(processes)  # the run's files are all written when train() returns
+    except (Exception, KeyboardInterrupt) as exc:
+        # rank 0 writes last.pt and says once how to go on (the CLI prints notes); nothing
+        # here may replace the error that ended the run
         if processes.is_main:
-            print(task.report(evaluations[0], classes, run_dir)[1])
-    distributed.barrier(processes)  # the run's files are all written when train() returns
+            with contextlib.suppress(Exception):
+                add_note(exc, resume_note(trainer, exc))
+        raise
     return RunResult(run_dir, metrics)
+
+
+def resume_note(trainer: Trainer, exc: BaseException) -> str:
+    """What to add to the error that ended a run: whether its ``last.pt`` is there and
+    loads, where the run stands in it, and the command that continues from it."""
+    run_dir, path = trainer.run_dir, trainer.run_dir / "last.pt"
+    command = f"`cvkit train --resume {shlex.quote(str(run_dir))}`"
+    if trainer.processes.distributed:
+        command += f" under torchrun, on {trainer.processes.world_size} processes as before"
+    try:
+        state = _load_last(path)
+    except CheckpointNotFoundError:
+        return (
+            f"no checkpoint was written yet (last.pt comes every train.checkpoint_interval "
+            f"epochs), so the run must start again: `cvkit train "
+            f"{shlex.quote(str(run_dir / 'config.yaml'))}` (its config as it ran)"
+        )
+    except CheckpointError as err:
+        first = str(err).splitlines()[0]
+        return f"{first}; the run must start again"
+    where = _checkpoint_position(state["trainer"], trainer)
+    if isinstance(exc, FloatingPointError):
+        return (
+            f"{path} ({where}) is intact, but a resume ({command}) takes the same steps with "
+            "the same settings: fix the data first, or start a new run with a lower "
+            "learning rate or train.clip_grad_norm (neither can change on resume)"
+        )
+    return f"{path} ({where}) is intact: resume with {command}"
+
+
+def _load_last(path: Path) -> dict[str, Any]:
+    """A run's ``last.pt``, checked for the training state a resume needs. Its tensors are
+    mapped, not read (quick however big the file), where the file system allows it."""
+    try:
+        state = load_checkpoint(path, mmap=True)
+    except CheckpointNotFoundError:
+        raise
+    except CheckpointError:
+        state = load_checkpoint(path)
+    check_training_state(state, path)
+    return state
+
+
+def _checkpoint_position(position: dict[str, Any], trainer: Trainer) -> str:
+    """``step 12, end of epoch 2/6`` or ``step 14, epoch 3/6 batch 4/12``: the epochs
+    numbered from 1, as the logs number them."""
+    step, epoch = int(position["step"]), int(position["epoch"])
+    batch = int(position.get("batch_in_epoch", 0))
+    if batch:
+        return (
+            f"step {step}, epoch {epoch + 1}/{trainer.epochs} batch "
+            f"{batch}/{trainer.steps_in_epoch()}"
+        )
+    if epoch:
+        return f"step {step}, end of epoch {epoch}/{trainer.epochs}"
+    return f"step {step}, at the start"
 
 
 def _check_images(datasets: dict[str, Any], processes: distributed.Processes) -> None:

@@ -158,18 +158,34 @@ class Trainer:
                 if self._eval_due():
                     self.run_evaluation()
                 self._call("after_epoch")
-        except KeyboardInterrupt:
-            self.failed = True
-            if not self.processes.distributed:  # the others may be gone: no collective then
-                self.save("last.pt", at_boundary=True)
-            self.log_line(f"interrupted; resume from {self.run_dir / 'last.pt'}")
-            raise
-        except BaseException:
+        except BaseException as exc:
             self.failed = True  # hooks must not overwrite the last good checkpoint
+            if isinstance(exc, KeyboardInterrupt):
+                self._save_at_interrupt(exc)
+            self._after_failed_train(exc)
             raise
-        finally:
-            self._call("after_train")
+        self._call("after_train")
         return self.metrics
+
+    def _save_at_interrupt(self, exc: KeyboardInterrupt) -> None:
+        """Ctrl-C: write ``last.pt`` at the last optimizer step, so little is lost. A write
+        that fails is noted on the interrupt, which still ends the run."""
+        if self.processes.distributed:  # the others may be gone: no collective then
+            return
+        try:
+            self.save("last.pt", at_boundary=True)
+        except Exception as err:
+            add_note(exc, f"last.pt was not updated at the interrupt: {err}")
+
+    def _after_failed_train(self, exc: BaseException) -> None:
+        """The hooks' ``after_train`` (closing files, a last ``curves.png``) after ``exc``
+        ended the run. One that fails too (the disk is full) is noted on ``exc``: the error
+        that ended the run is the one to report, not one raised while cleaning up after it."""
+        for hook in self.hooks:
+            try:
+                hook.after_train(self)
+            except Exception as err:
+                add_note(exc, f"then {type(hook).__name__} failed too: {type(err).__name__}: {err}")
 
     def train_epoch(self) -> bool:
         """Run the rest of the current epoch; False if it stopped early (``max_steps``)."""
@@ -223,10 +239,10 @@ class Trainer:
         total = functools.reduce(operator.add, losses.values())  # sum() would start at int 0
         if not torch.isfinite(total):
             parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+            # where last.pt stands and how to go on is the run's note (run.resume_note)
             raise FloatingPointError(
                 f"loss is {total.item()} at step {self.step + 1} (epoch {self.epoch + 1}, "
-                f"batch {self.batch_in_epoch + 1}): {parts}. The last good checkpoint is "
-                f"{self.run_dir / 'last.pt'}; lower the learning rate, add "
+                f"batch {self.batch_in_epoch + 1}): {parts}; lower the learning rate, add "
                 "train.clip_grad_norm, or check the data"
             )
         return total
@@ -472,6 +488,15 @@ def restore_rng(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)``; on Python 3.10, which has no notes, the same ``__notes__`` list
+    that ``cvkit.failures`` prints under the message."""
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+    else:
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]
 
 
 def _python_state(state: tuple) -> list:

@@ -28,6 +28,7 @@ from cvkit.evaluation.coco.load import (
     CocoEvalInputError,
     Detections,
     GroundTruth,
+    check_result_fields,
     check_result_images,
     load_ground_truth,
     load_results,
@@ -259,7 +260,9 @@ def _evaluate_reference(gt_dict, gt_source, res_list, res_source, iou_type, back
                 "backend 'faster-coco-eval' is not installed: pip install faster-coco-eval"
             ) from exc
     gt_ids = np.array(sorted({int(im["id"]) for im in gt_dict["images"]}), dtype=np.int64)
-    check_result_images(res_list, gt_ids, res_source, gt_source)  # as the cvkit backend words it
+    # as the cvkit backend words them: both tools would fail on a string, or score a NaN
+    check_result_images(res_list, gt_ids, res_source, gt_source)
+    check_result_fields(res_list, res_source, iou_type)
     cats = sorted(gt_dict["categories"], key=lambda c: c["id"])
     num_gt = _count_gt(gt_dict, [c["id"] for c in cats])
     names, cat_ids = [str(c.get("name", c["id"])) for c in cats], [int(c["id"]) for c in cats]

@@ -16,13 +16,14 @@ from typing import Any
 
 from cvkit.coco_file import check_coco
 from cvkit.data.image_io import read_image
+from cvkit.errors import DataError
 
 # The extensions an image folder is searched for (compared in lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _EXIF_ORIENTATION = 0x0112  # the EXIF tag; values 5-8 turn the image by 90 degrees
 
 
-class ConversionError(ValueError):
+class ConversionError(DataError):
     """Input a converter cannot use; the message names the file (and line) and the fix."""
 
 
