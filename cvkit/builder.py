@@ -200,6 +200,9 @@ def instantiate(node: Node, upstream: Sequence[Any] | None = None, describe=None
             where=node.path or "<config>",
         )
         raise _with_file(error, node.path, describe) from exc
+    except Exception as exc:  # out of memory, or a bug: say which component it was
+        exc.add_note(f"while building {node.path or '<config>'} ({_name(node.cls)})")
+        raise
 
 
 def _instantiate_value(value: Any, upstream: Sequence[Any] | None, describe) -> Any:

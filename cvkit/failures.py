@@ -87,7 +87,7 @@ def describe(exc: BaseException, plugin_files: Sequence[Path] = ()) -> str:
         text = _describe_os_error(exc)
     elif _out_of_memory(exc) or isinstance(exc, MemoryError):
         text = (
-            f"out of memory ({_first_line(exc)}): lower data.batch_size (or set "
+            f"out of memory ({_allocation(exc)}): lower data.batch_size (or set "
             "data.batch_size: auto with total_batch_size), use smaller images, or fewer "
             "data.num_workers"
         )
@@ -187,9 +187,14 @@ def _describe_os_error(exc: OSError) -> str:
 
 
 def _out_of_memory(exc: BaseException) -> bool:
-    # torch.OutOfMemoryError (CUDA, MPS) without importing torch here
-    return any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__)
+    # torch.OutOfMemoryError (CUDA, MPS), without importing torch here; on the CPU torch's
+    # allocator raises a plain RuntimeError ("DefaultCPUAllocator: can't allocate memory")
+    if any(cls.__name__ == "OutOfMemoryError" for cls in type(exc).__mro__):
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
 
 
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+def _allocation(exc: BaseException) -> str:
+    """What could not be allocated, without torch's "[enforce fail at alloc_cpu.cpp:127]"."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.split("DefaultCPUAllocator: ")[-1]

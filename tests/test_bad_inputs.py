@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from cvkit import plugins, registry
 from cvkit.cli import main
@@ -123,6 +124,9 @@ def world(tmp_path_factory) -> Path:
         assert main(["train", "c.yaml"]) == 0
         assert main(["export", "runs/cli/last.pt", "--out", "m.onnx"]) == 0
         assert main(["export", "runs/cli/last.pt", "--out", "w.pt"]) == 0
+    state = torch.load(root / "runs" / "cli" / "last.pt", weights_only=True)
+    state["config"] = state["config"].replace("type: ImageClassifier", "type: KeypointNet")
+    torch.save(state, root / "plugin_model.pt")  # a run of a plugin's model
     checkpoint = (root / "runs" / "cli" / "last.pt").read_bytes()
     (root / "cut.pt").write_bytes(checkpoint[: len(checkpoint) // 2])
     (root / "empty.pt").write_bytes(b"")

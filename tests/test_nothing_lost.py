@@ -2,6 +2,7 @@
 last good last.pt loadable, and its error says how to resume from it (an exception note)."""
 
 import errno
+import json
 import os
 
 import pytest
@@ -207,3 +208,21 @@ def test_a_failure_before_the_first_checkpoint_says_the_run_must_start_again(tmp
         f"so the run must start again: `cvkit train {run_dir}/config.yaml` (its config as it ran)"
     ]
     assert not (run_dir / "last.pt").exists()
+
+
+def test_a_resume_drops_the_records_logged_after_its_checkpoint(tmp_path):
+    """A run killed after logging step 6 but with last.pt at step 4 redoes steps 5 and 6:
+    metrics.jsonl gets step 6 once, not twice (and a line cut short by the kill goes)."""
+    part = run.train(from_dict(tiny(tmp_path, "part", max_steps=4, log_interval=2)))
+    log = part.run_dir / "metrics.jsonl"
+    before = log.read_text()
+    with log.open("a") as f:
+        f.write(json.dumps({"phase": "train", "step": 6, "epoch": 1, "loss": 9.0}) + "\n")
+        f.write('{"phase": "train", "st')  # the kill, mid-line
+    run.train(from_dict(tiny(tmp_path, "part", max_steps=8, log_interval=2)), resume=part.run_dir)
+    text = log.read_text()
+    assert text.startswith(before)
+    records = [json.loads(line) for line in text.splitlines()]
+    steps = [r["step"] for r in records if r["phase"] == "train"]
+    assert steps == [2, 4, 6, 8]
+    assert 9.0 not in [r.get("loss") for r in records]

@@ -5,7 +5,6 @@ import re
 
 import pytest
 
-from cvkit.engine.predict import export_weights
 from tests.conftest import ROOT, TINY_CLASSIFIER, run_cli
 
 CONFIG = (
@@ -55,37 +54,8 @@ def test_log_file_gets_one_plain_line_per_interval(trained):
     assert steps == [2, 4], out.stdout  # log_interval 2, max_steps 4
 
 
-def test_resume_from_a_path_that_does_not_exist(trained):
-    folder, _ = trained
-    text = _fails(run_cli("train", "c.yaml", "--resume", "runs/cil", cwd=folder))
-    assert "cannot resume: 'runs/cil' does not exist" in text
-    assert "did you mean 'cli'?" in text
-    assert "pass a run folder that holds last.pt (--resume runs/NAME) or a checkpoint" in text
-    (folder / "runs" / "empty").mkdir()
-    text = _fails(run_cli("train", "c.yaml", "--resume", "runs/empty", cwd=folder))
-    assert "cannot resume: the folder 'runs/empty' holds no last.pt" in text
-
-
-def test_resume_from_a_truncated_checkpoint(trained):
-    folder, _ = trained
-    data = (folder / "runs" / "cli" / "last.pt").read_bytes()
-    (folder / "cut.pt").write_bytes(data[: len(data) // 2])
-    text = _fails(run_cli("train", "c.yaml", "--resume", "cut.pt", cwd=folder))
-    assert "checkpoint 'cut.pt' cannot be read: it is not a complete checkpoint" in text
-    assert "cut short" in text
-    assert "weights_only=False" not in text  # torch's advice would run the file's code
-
-
-def test_resume_from_an_exported_weights_file(trained):
-    folder, _ = trained
-    export_weights(folder / "runs" / "cli" / "last.pt", folder / "model.pt")
-    text = _fails(run_cli("train", "c.yaml", "--resume", "model.pt", cwd=folder))
-    assert (
-        "cannot resume from 'model.pt': it is a weights-only file written by `cvkit export`" in text
-    )
-    assert "--resume runs/NAME" in text
-    assert "model.backbone.pretrained" in text
-    assert "KeyError" not in text
+# A path that does not exist, a cut-short checkpoint and an exported weights file are cases of
+# the bad-input corpus (tests/bad_inputs/cases.py), run in process.
 
 
 def test_resume_with_the_config_of_another_model_is_refused_before_building(trained):

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, cast
 
 from torch import nn
@@ -201,6 +203,8 @@ class LoggerHook(Hook):
         # the bar draws on stderr and the log lines go to stdout: both must be a terminal
         self.use_bar = self.progress and _is_terminal(sys.stdout) and _is_terminal(sys.stderr)
         self.use_bar = self.use_bar and self.active
+        if self.active and trainer.step > 0:
+            _drop_records_after(trainer.run_dir / "metrics.jsonl", trainer.step)
         if self.tensorboard and self.active:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -284,6 +288,35 @@ class LoggerHook(Hook):
             for key, value in record.items():
                 if isinstance(value, float) and math.isfinite(value) and key != "epoch":
                     self.writer.add_scalar(f"{phase}/{key}", value, trainer.step)
+
+
+def _drop_records_after(path: Path, step: int) -> None:
+    """Keep the records of ``path`` up to ``step``, the step a resumed run continues from.
+
+    A run that stopped after logging past its last checkpoint (killed, out of memory, a
+    failure) redoes those steps when it resumes: their records are written again, so the
+    first ones go. Lines that are not JSON (a kill mid-write) go too. The file is replaced
+    atomically; it is left alone when there is nothing to drop.
+    """
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if _record_step(line) is not None]
+    kept = [line for line in kept if cast(int, _record_step(line)) <= step]
+    if len(kept) == len(lines):
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
+
+
+def _record_step(line: str) -> int | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    step = record.get("step") if isinstance(record, dict) else None
+    return step if isinstance(step, int) else None
 
 
 def _is_terminal(stream: Any) -> bool:

@@ -251,10 +251,17 @@ TRAIN = [
     case("train: no config", "train", 2, "needs a config file"),
     case(
         "train: resume from nothing",
-        "train --resume runs/nothing",
+        "train --resume runs/cil",
         1,
-        "cannot resume",
-        "'runs/nothing' does not exist",
+        "cannot resume: 'runs/cil' does not exist",
+        "did you mean 'cli'?",
+        "pass a run folder that holds last.pt (--resume runs/NAME) or a checkpoint file",
+    ),
+    case(
+        "train: resume a folder without last.pt",
+        "train --resume empty_folder",
+        1,
+        "the folder 'empty_folder' holds no last.pt",
     ),
     case(
         "train: resume from a cut-short checkpoint",
@@ -262,6 +269,7 @@ TRAIN = [
         1,
         "'cut.pt' cannot be read",
         "not a complete checkpoint",
+        "cut short",
     ),
     case(
         "train: resume from a text file",
@@ -275,7 +283,9 @@ TRAIN = [
         "train: resume from an export",
         "train --resume w.pt",
         1,
-        "weights-only file written by `cvkit export`",
+        "cannot resume from 'w.pt': it is a weights-only file written by `cvkit export`",
+        "--resume runs/NAME",
+        "model.backbone.pretrained",
     ),
     case(
         "train: resume from ONNX",
@@ -290,6 +300,32 @@ TRAIN = [
         "cannot resume",
         "other settings",
         "model.type: ImageClassifier -> RetinaNet",
+    ),
+    case(
+        "train: resume a plugin's model without the plugin",
+        "train --resume plugin_model.pt",
+        2,
+        "'KeypointNet' is not a registered model",
+    ),
+    case(
+        "train: a model of a task nothing registered",
+        [
+            "--plugin",
+            "files/plugins/keypoint_model.py",
+            "train",
+            "c.yaml",
+            "model.type=KeypointNet",
+        ],
+        2,
+        "KeypointNet is a 'keypoints' model",
+        "no task of that name is registered",
+    ),
+    case(
+        "train: a head of 10^11 classes",
+        "train c.yaml model.head.num_classes=100000000000",
+        1,
+        "out of memory (can't allocate memory: you tried to allocate",
+        "while building model.head (ClsHead)",
     ),
     case(
         "train: batch size 0",
