@@ -15,8 +15,10 @@ Which exceptions are the user's: cvkit words every mistake it can see as a ``Con
 ``CheckpointError``), and the operating system's refusals are ``OSError``. Anything else (a
 ``TypeError``, ``KeyError``, ``RuntimeError``...) raised in cvkit's code is a bug, unless the
 innermost frame of cvkit or plugin code in its traceback is a plugin's: then the plugin's code
-failed, and the message names its file and line. ``CVKIT_DEBUG=1`` re-raises everything, for
-the full traceback of a user's error too.
+failed, and the message names its file and line. An error a DataLoader worker raised comes
+back with the worker's traceback as its text: its own message is shown, and the worker's
+frames are what is searched for a plugin's. ``CVKIT_DEBUG=1`` re-raises everything, for the
+full traceback of a user's error too.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -40,6 +43,10 @@ EXIT_BUG = 3
 EXIT_INTERRUPTED = 130
 
 DEBUG_VARIABLE = "CVKIT_DEBUG"
+
+# how torch re-raises in the main process an error a DataLoader worker raised: the message
+# "Caught ValueError in DataLoader worker process 0." then this and the worker's traceback
+_WORKER_TRACEBACK = "\nOriginal Traceback (most recent call last):\n"
 
 # What to do about the operating system's refusals, by errno.
 _OS_ADVICE = {
@@ -94,11 +101,12 @@ def describe(exc: BaseException, plugin_files: Sequence[Path] = ()) -> str:
     elif frame is not None:
         text = (
             f"a plugin failed: {frame.filename}, line {frame.lineno}, in {frame.name}: "
-            f"{type(exc).__name__}: {exc}; fix the plugin (set {DEBUG_VARIABLE}=1 for the "
+            f"{type(exc).__name__}: {_without_worker_traceback(exc)}; fix the plugin (set "
+            f"{DEBUG_VARIABLE}=1 for the "
             "whole traceback)"
         )
     else:
-        text = str(exc) or type(exc).__name__
+        text = _without_worker_traceback(exc)
     notes = getattr(exc, "__notes__", [])
     return "\n".join([text, *(f"  {note}" for note in notes)])
 
@@ -119,17 +127,32 @@ def plugin_frame(
     plugin_files: Sequence[Path] = (),
 ) -> traceback.FrameSummary | None:
     """The innermost frame of ``exc``'s traceback that is in cvkit or a plugin, when it is a
-    plugin's: the plugin's code raised (or called a library that did)."""
+    plugin's: the plugin's code raised (or called a library that did). An error from a
+    DataLoader worker has the worker's frames in its text: those are the ones read."""
     if not plugin_files:
         return None
     cvkit_dir = Path(__file__).resolve().parent
-    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+    for frame in reversed(_worker_frames(exc) or traceback.extract_tb(exc.__traceback__)):
         path = Path(frame.filename).resolve()
         if any(path == p or p in path.parents for p in plugin_files):
             return frame
         if cvkit_dir in path.parents:
             return None
     return None
+
+
+_FRAME_LINE = re.compile(r'^  File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<name>.+)$', re.M)
+
+
+def _worker_frames(exc: BaseException) -> list[traceback.FrameSummary]:
+    """The frames of the worker traceback in ``exc``'s text (see ``_WORKER_TRACEBACK``)."""
+    _, found, trace = str(exc).partition(_WORKER_TRACEBACK)
+    if not found:
+        return []
+    return [
+        traceback.FrameSummary(m["file"], int(m["line"]), m["name"], lookup_line=False)
+        for m in _FRAME_LINE.finditer(trace)
+    ]
 
 
 @contextlib.contextmanager
@@ -176,6 +199,20 @@ def _package_of(filename: str) -> str:
             rest = parts[parts.index(marker) + 1 :]
             return rest[0].removesuffix(".py") if rest else ""
     return ""
+
+
+def _without_worker_traceback(exc: BaseException) -> str:
+    """The message of ``exc``; for an error a DataLoader worker raised (torch re-raises it in
+    the main process with the worker's traceback as its text), the original message and the
+    worker: a bad image met mid-run is one line like any other."""
+    text = str(exc) or type(exc).__name__
+    head, found, trace = text.partition(_WORKER_TRACEBACK)
+    # its last line: "ValueError: ..." or, for a class not built in, "pkg.mod.Error: ..."
+    last = list(re.finditer(rf"^(?:[\w.]+\.)?{type(exc).__name__}: ", trace, re.M))
+    if not found or not last:
+        return text
+    where = head.removeprefix(f"Caught {type(exc).__name__} ").rstrip(".")
+    return f"{trace[last[-1].end() :].strip()} ({where})"
 
 
 def _describe_os_error(exc: OSError) -> str:

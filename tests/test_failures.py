@@ -105,3 +105,55 @@ def test_warnings_are_one_plain_line(capsys):
         "warning: results.json holds no detections, so every AP is 0",
         "warning: old name (DeprecationWarning)",
     ]
+
+
+def test_coco_eval_warns_in_one_line_without_cvkits_source(tmp_path: Path, capsys):
+    """The issue's case: a result of a category the ground truth lacks is warned about, and
+    the user saw the line of cvkit's source that warned under the message."""
+    import json
+
+    gt = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [8, 8, 20, 20], "area": 400}
+        ],
+        "categories": [{"id": 1, "name": "box"}],
+    }
+    results = [
+        {"image_id": 1, "category_id": 1, "bbox": [8, 8, 20, 20], "score": 0.9},
+        {"image_id": 1, "category_id": 5, "bbox": [8, 8, 20, 20], "score": 0.8},
+    ]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "dt.json").write_text(json.dumps(results))
+    assert cli.main(["coco-eval", str(tmp_path / "gt.json"), str(tmp_path / "dt.json")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: COCO file ")
+    assert "results[1] names category_id 5" in err[0] and "not scored" in err[0]
+
+
+def test_an_error_from_a_loader_worker_is_its_own_message_and_names_the_plugin(tmp_path):
+    """torch re-raises a worker's error with the worker's traceback as its text."""
+    plugin = tmp_path / "my_transform.py"
+    text = (
+        "Caught KeyError in DataLoader worker process 1.\n"
+        "Original Traceback (most recent call last):\n"
+        '  File "/site-packages/torch/utils/data/_utils/worker.py", line 349, in _worker_loop\n'
+        "    data = fetcher.fetch(index)\n"
+        f'  File "{plugin}", line 12, in apply\n'
+        "    return table[key]\n"
+        "KeyError: 'mosaic'\n"
+    )
+    caught = ValueError(text.replace("KeyError", "ValueError"))
+    assert failures.exit_code(caught) == 1
+    assert failures.describe(caught) == "'mosaic' (in DataLoader worker process 1)"
+
+    class KeyErrorMessage(str):  # torch's, so that str() of the KeyError is the text itself
+        def __repr__(self) -> str:
+            return str(self)
+
+    as_key = KeyError(KeyErrorMessage(text))
+    assert failures.exit_code(as_key, [plugin]) == 1  # the worker's frames are read
+    assert failures.describe(as_key, [plugin]) == (
+        f"a plugin failed: {plugin}, line 12, in apply: KeyError: 'mosaic' (in DataLoader "
+        "worker process 1); fix the plugin (set CVKIT_DEBUG=1 for the whole traceback)"
+    )

@@ -13,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cvkit.errors import DataError
+
 # Keep 16-bit depth and grayscale as stored (converted below, by scaling, not truncation),
 # let OpenCV drop alpha and convert CMYK, and let it apply the EXIF orientation unless told
 # not to. IMREAD_UNCHANGED would skip the orientation and hand back CMYK as if it were BGRA.
@@ -22,6 +24,15 @@ _FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 # the only two that may follow 0xFF inside compressed data.
 _JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
 _JPEG_SOI, _JPEG_EOI, _JPEG_SOS = b"\xff\xd8", 0xD9, 0xDA
+
+
+class ImageReadError(DataError):
+    """An image file that cannot be decoded; ``reason`` is the why alone, for a report that
+    names the file itself. One message argument, as a DataLoader worker's re-raise needs."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def read_image(path: str | os.PathLike, *, exif_orientation: bool = True) -> np.ndarray:
@@ -44,8 +55,8 @@ def read_image(path: str | os.PathLike, *, exif_orientation: bool = True) -> np.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is empty, not an image, truncated or otherwise undecodable, or
-            has a pixel type other than 8 or 16 bits.
+        ImageReadError: (a ``ValueError``) the file is empty, not an image, truncated or
+            otherwise undecodable, or has a pixel type other than 8 or 16 bits.
     """
     path = Path(path)
     if not path.is_file():
@@ -61,14 +72,15 @@ def decode_image(
     reader that also hashes them; ``path`` is only named in errors.
 
     Raises:
-        ValueError: as ``read_image``.
+        ImageReadError: as ``read_image``.
     """
     path = Path(path)
     image = _decode(data, exif_orientation)
     if image is None:
-        raise ValueError(
+        raise ImageReadError(
             f"image file '{path}' could not be decoded: it is empty, not an image, truncated "
-            "or corrupt; open it in an image viewer, then replace or delete it"
+            "or corrupt; open it in an image viewer, then replace or delete it",
+            reason="it is empty, not an image, truncated or corrupt",
         )
     return _to_rgb8(image, path)
 
@@ -118,9 +130,10 @@ def _to_rgb8(image: np.ndarray, path: Path) -> np.ndarray:
         # Round to nearest: 65535 / 257 = 255 exactly, so white stays white.
         image = ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
     elif image.dtype != np.uint8:
-        raise ValueError(
+        raise ImageReadError(
             f"image file '{path}' has {image.dtype} pixels; read_image reads 8- and 16-bit "
-            "images only: convert it to an 8- or 16-bit PNG or TIFF"
+            "images only: convert it to an 8- or 16-bit PNG or TIFF",
+            reason=f"it has {image.dtype} pixels (8- and 16-bit images only)",
         )
     if image.ndim == 2:
         return np.ascontiguousarray(np.repeat(image[:, :, None], 3, axis=2))

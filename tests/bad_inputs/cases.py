@@ -250,6 +250,21 @@ PLUGINS = [
 TRAIN = [
     case("train: no config", "train", 2, "needs a config file"),
     case(
+        "train: a broken image met mid-run by a loader worker",
+        [
+            "train",
+            "det.yaml",
+            "data.train.image_dir=det/img_broken",
+            "data.check_images=false",
+            "data.num_workers=1",
+            "name=worker",
+        ],
+        1,
+        "image file 'det/img_broken/2.png' could not be decoded",
+        "(in DataLoader worker process 0)",
+        "no checkpoint was written yet",
+    ),
+    case(
         "train: resume from nothing",
         "train --resume runs/cil",
         1,

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from cvkit.data.generated_cache import cache_root
-from cvkit.data.image_io import decode_image
+from cvkit.data.image_io import ImageReadError, decode_image
 
 CACHE_VERSION = 1
 
@@ -74,8 +74,8 @@ def _inspect(path: str, exif_orientation: bool) -> ImageFacts:
     digest = hashlib.blake2b(data.tobytes(), digest_size=16).hexdigest()
     try:
         image = decode_image(data, path, exif_orientation=exif_orientation)
-    except ValueError as err:
-        return ImageFacts(digest=digest, error=str(err).split(": ", 1)[-1].split(";")[0])
+    except ImageReadError as err:
+        return ImageFacts(digest=digest, error=err.reason)
     return ImageFacts(int(image.shape[0]), int(image.shape[1]), digest)
 
 
