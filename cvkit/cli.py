@@ -470,7 +470,7 @@ def _add_doctor(sub: Any) -> None:
         "outside their image, duplicate ids, files and boxes, the same image in two splits, "
         "unused categories, mask values that are no class. Writes report.json and dataset.png "
         "(instances per class, COCO small/medium/large, box sizes and aspect ratios). Exit "
-        "code: 0 no errors, 1 warnings with --strict, 2 errors.",
+        "code: 0 no errors, 1 errors (or warnings, with --strict), 2 a config or usage mistake.",
     )
     s.add_argument("target", metavar="CONFIG|ANN_FILE", help="a config, or a COCO .json file")
     s.add_argument(

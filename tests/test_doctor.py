@@ -120,7 +120,7 @@ def test_every_planted_problem_is_in_one_report(corrupted, tmp_path):
     for kind, words in planted.items():
         assert any(words in example for example in found[kind].examples), (kind, found[kind])
     assert found["image-size-mismatch"].count == 2  # the widened entry and the turned photo
-    assert report.exit_code() == 2
+    assert report.exit_code() == 1
     text = render(report)
     assert text.index("errors:") < text.index("warnings:")
     assert "box-outside x1: boxes reaching outside their image" in text
@@ -132,10 +132,10 @@ def test_every_planted_problem_is_in_one_report(corrupted, tmp_path):
     assert written[1].name == "dataset.png" and written[1].stat().st_size > 10_000
 
 
-def test_the_command_lists_them_and_exits_2(corrupted, tmp_path):
+def test_the_command_lists_them_and_exits_1(corrupted, tmp_path):
     config, planted = corrupted
     out = run_cli("doctor", str(config), "--out", str(tmp_path / "report"))
-    assert out.returncode == 2, out.stderr
+    assert out.returncode == 1, out.stderr
     for kind in planted:
         assert f"  {kind} x" in out.stdout
     assert "Traceback" not in out.stderr

@@ -58,6 +58,7 @@ MINIMUM: dict[str, int | float] = {
     "train.freeze_backbone_epochs": 0,
     "train.log_interval": 1,
     "train.checkpoint_interval": 1,
+    "train.ema.decay": 0.0,
     "train.ema.warmup_steps": 0,
     "train.dist.timeout_minutes": 0.0,
     "train.param_groups.backbone_lr_mult": 0,
@@ -65,6 +66,8 @@ MINIMUM: dict[str, int | float] = {
     "eval.interval": 1,
     "eval.patience": 1,
 }
+# The largest, by the same rule (a float bound exclusive: "< 1").
+MAXIMUM: dict[str, int | float] = {"train.ema.decay": 1.0}
 
 
 @dataclass

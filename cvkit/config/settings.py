@@ -13,7 +13,7 @@ from pathlib import PurePath
 from typing import Any
 
 from cvkit.config.load import Config
-from cvkit.config.schema import MINIMUM, RunSettings, dataclass_in
+from cvkit.config.schema import MAXIMUM, MINIMUM, RunSettings, dataclass_in
 from cvkit.config.typecheck import check_value
 from cvkit.errors import (
     ConfigError,
@@ -90,15 +90,16 @@ def _parse(cfg: Config, section: str, cls: type, values: Any) -> Any:
 
 
 def _check_range(value: Any, path: str) -> None:
-    """Raise when a number is below the schema's ``MINIMUM`` for ``path``."""
-    low = MINIMUM.get(path)
-    if low is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+    """Raise when a number is outside the schema's ``MINIMUM`` / ``MAXIMUM`` for ``path``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
-    exclusive = isinstance(low, float)
-    if value > low or (value == low and not exclusive):
-        return
-    bound = f"> {low:g}" if exclusive else f">= {low}"
-    raise ValueRangeError(f"must be {bound}, got {value!r}", where=path)
+    low, high = MINIMUM.get(path), MAXIMUM.get(path)
+    if low is not None and not (value > low or (value == low and not isinstance(low, float))):
+        bound = f"> {low:g}" if isinstance(low, float) else f">= {low}"
+        raise ValueRangeError(f"must be {bound}, got {value!r}", where=path)
+    if high is not None and not (value < high or (value == high and not isinstance(high, float))):
+        bound = f"< {high:g}" if isinstance(high, float) else f"<= {high}"
+        raise ValueRangeError(f"must be {bound}, got {value!r}", where=path)
 
 
 def _check_name(name: str, cfg: Config) -> None:

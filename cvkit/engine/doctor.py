@@ -50,8 +50,10 @@ class DoctorReport:
     findings: Findings
 
     def exit_code(self, strict: bool = False) -> int:
+        """1 when the data have errors (or, ``strict``, warnings): bad data, the code every
+        command gives for them; 0 otherwise. (2 stays a config or usage mistake.)"""
         if self.findings.of(ERROR):
-            return 2
+            return 1
         return 1 if strict and self.findings.of(WARNING) else 0
 
     def to_json(self) -> dict[str, Any]:

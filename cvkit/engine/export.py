@@ -101,6 +101,11 @@ def export(
 
             checks += compare_on_data(cfg, model, load_deployed(temp))
         os.replace(temp, path)
+    except OSError as exc:
+        if exc.filename is not None and Path(exc.filename) == temp:
+            # the user asked for path: the hidden partial file is ours, not theirs to find
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     finally:
         temp.unlink(missing_ok=True)
     return ExportResult(path, checks)

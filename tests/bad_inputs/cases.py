@@ -126,6 +126,12 @@ CONFIG_PRINT = [
         "data.batch_size: must be >= 1, got 0",
     ),
     case(
+        "config print: EMA decay above 1",
+        ["config", "print", "c.yaml", "train.ema={decay: 1.5}"],
+        2,
+        "train.ema.decay: must be < 1, got 1.5",
+    ),
+    case(
         "config print: negative workers",
         "config print c.yaml data.num_workers=-1",
         2,
@@ -158,6 +164,23 @@ CONFIG_PRINT = [
         2,
         "not a folder name inside run_dir",
     ),
+]
+
+OTHER_COMMANDS = [
+    case(
+        "analyze: cut-short checkpoint",
+        "analyze c.yaml --checkpoint cut.pt",
+        1,
+        "'cut.pt' cannot be read",
+    ),
+    case(
+        "embed: a detector's config",
+        "embed det.yaml",
+        2,
+        "cvkit embed supports classifiers only",
+        "RetinaNet is a 'detection' model",
+    ),
+    case("tune-loader: no such config", "tune-loader nope.yaml", 2, "'nope.yaml' does not exist"),
 ]
 
 LIST = [
@@ -675,4 +698,4 @@ COCO_EVAL = [
     ),
 ]
 
-CASES = CONFIG_PRINT + LIST + PLUGINS + TRAIN + EVAL + PREDICT + EXPORT + COCO_EVAL
+CASES = CONFIG_PRINT + LIST + PLUGINS + TRAIN + EVAL + PREDICT + EXPORT + COCO_EVAL + OTHER_COMMANDS
