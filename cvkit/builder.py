@@ -43,6 +43,7 @@ from cvkit.errors import (
     UnknownArgumentError,
     UnknownTypeError,
     did_you_mean,
+    with_config_file,
 )
 from cvkit.feature_check import check_feature_info
 from cvkit.registry import registry_for_arg
@@ -146,7 +147,7 @@ def plan(
         node.kwargs = {k: node.kwargs[k] for k in [*params, *node.kwargs] if k in node.kwargs}
         return node
     except ConfigError as err:
-        raise _with_file(err.at(where), path, describe) from err.__cause__
+        raise with_config_file(err.at(where), path, describe) from err.__cause__
 
 
 def _plan_value(value: Any, key: str, ann: Any, path: str, describe: Describe | None) -> Any:
@@ -187,7 +188,8 @@ def instantiate(node: Node, upstream: Sequence[Any] | None = None, describe=None
     try:
         return node.cls(**kwargs)
     except ConfigError as err:
-        raise _with_file(err.at(node.path or "<config>"), node.path, describe) from err.__cause__
+        noted = with_config_file(err.at(node.path or "<config>"), node.path, describe)
+        raise noted from err.__cause__
     except DataError as exc:  # a file it read is bad: the file's message, with where it was named
         exc.add_note(f"read by {node.path or '<config>'} ({_name(node.cls)})")
         origin = describe(node.path) if describe is not None and node.path else None
@@ -199,7 +201,7 @@ def instantiate(node: Node, upstream: Sequence[Any] | None = None, describe=None
             f"{_name(node.cls)} could not be built: {type(exc).__name__}: {exc}",
             where=node.path or "<config>",
         )
-        raise _with_file(error, node.path, describe) from exc
+        raise with_config_file(error, node.path, describe) from exc
     except Exception as exc:  # out of memory, or a bug: say which component it was
         exc.add_note(f"while building {node.path or '<config>'} ({_name(node.cls)})")
         raise
@@ -221,7 +223,7 @@ def _wired_value(node: Node, key: str, ann: Any, upstream, describe) -> Any:
             where=node.path,
             hints=[f"set `{key}` in the config, or give the component before it `feature_info`"],
         )
-        raise _with_file(err, node.path, describe)
+        raise with_config_file(err, node.path, describe)
     values = [f.channels if key == "in_channels" else f.stride for f in upstream]
     return values[-1] if _wants_single_int(ann) else list(values)
 
@@ -264,12 +266,6 @@ def _unknown_argument(cls: Any, key: str, params: dict, where: str) -> UnknownAr
         where=where,
         hints=[did_you_mean(key, params), f"{_name(cls)} accepts: {accepted or 'no arguments'}"],
     )
-
-
-def _with_file(err: ConfigError, path: str, describe: Describe | None) -> ConfigError:
-    if getattr(err, "file_noted", False) or describe is None:
-        return err
-    return err.note_origin(describe(err.where.split(" ")[0] or path))
 
 
 def _name(cls: Any) -> str:

@@ -19,7 +19,7 @@ be used is bad input, not a bad config, so it is a ``ValueError`` (exit code 1, 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 
 class ConfigError(Exception):
@@ -60,6 +60,16 @@ class ConfigError(Exception):
             self.where = where
             self.args = (self.message,)
         return self
+
+
+def with_config_file(
+    err: ConfigError, path: str, describe: Callable[[str], str | None] | None
+) -> ConfigError:
+    """``err`` with the file that set its key (``describe``: a config's ``describe``, which
+    names the file of a dotted path), once; ``path`` when the error names no key of its own."""
+    if getattr(err, "file_noted", False) or describe is None:
+        return err
+    return err.note_origin(describe(err.where.split(" ")[0] or path))
 
 
 class UnknownTypeError(ConfigError, KeyError):

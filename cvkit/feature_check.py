@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cvkit import registry as R
-from cvkit.errors import ConfigError, FeatureInfoError
+from cvkit.errors import FeatureInfoError, with_config_file
 
 if TYPE_CHECKING:
     from torch import nn
@@ -128,7 +128,7 @@ def _run_chain(chain: list[tuple[Node, Any, str]], describe: Describe | None) ->
                 out = obj(x)
             except Exception as exc:
                 err = _raised(node, kind, given, exc)
-                raise _with_file(err, node.path, describe) from exc
+                raise with_config_file(err, node.path, describe) from exc
         problem = _compare(spec, out, size)
         if problem is not None:
             what, rows = problem
@@ -137,7 +137,7 @@ def _run_chain(chain: list[tuple[Node, Any, str]], describe: Describe | None) ->
                 where=node.path or "<config>",
                 hints=[*rows, _fix(node)],
             )
-            raise _with_file(error, node.path, describe)
+            raise with_config_file(error, node.path, describe)
         x = out
         maps = out if isinstance(out, list | tuple) else [out]
         given = f"the {kind}'s maps " + ", ".join(_shape(m) for m in maps)
@@ -160,7 +160,7 @@ def _specs(node: Node, obj: Any, kind: str, describe: Describe | None) -> list[t
                 where=node.path or "<config>",
                 hints=[_fix(node)],
             )
-            raise _with_file(error, node.path, describe) from None
+            raise with_config_file(error, node.path, describe) from None
         specs.append((channels, stride))
     return specs
 
@@ -407,12 +407,6 @@ def _fix(node: Node) -> str:
         "= input size / map size; 0 for a pooled [B, C] vector), or forward must return what "
         "it lists; the builder wires the next component's in_channels and in_strides from it"
     )
-
-
-def _with_file(err: ConfigError, path: str, describe: Describe | None) -> ConfigError:
-    if getattr(err, "file_noted", False) or describe is None:
-        return err
-    return err.note_origin(describe(err.where.split(" ")[0] or path))
 
 
 def _name(cls: Any) -> str:
