@@ -8,8 +8,8 @@ STAMP  := $(VENV)/.cvkit-installed
 PLUGIN_PROJECTS := $(wildcard plugins/*/pyproject.toml)
 PYTEST_ARGS ?=
 # test files spread over this many processes (pytest-xdist; a file's tests stay together, so
-# its fixtures are built once). On this project's 2-core machine the suite (908 tests) took
-# 570 s over 2 workers, and a clean clone's `.ci/run` 12 min 15 s with install and lint
+# its fixtures are built once). On this project's 2-core machine the suite (1,073 tests) took
+# 575 s over 2 workers, and a clean clone's `.ci/run` 12 min 4 s with install and lint
 # (2026-12-02); at 800 tests one process took 877 s
 TEST_WORKERS ?= 2
 
