@@ -249,6 +249,12 @@ def _within(path: Path, plugin: Path) -> bool:
     return path == plugin or plugin in path.parents
 
 
+def command_line_plugins() -> list[str]:
+    """The ``--plugin`` arguments of this process that imported, as given: a command that
+    continues the run (``--resume``) needs them again."""
+    return [r.name for r in _records.values() if r.origin == "--plugin" and r.ok]
+
+
 def plugin_paths() -> list[Path]:
     """The file (or package folder) of every plugin imported or tried so far."""
     return [r.path for r in _records.values() if r.path is not None]

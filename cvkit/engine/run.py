@@ -365,7 +365,8 @@ def resume_note(trainer: Trainer, exc: BaseException) -> str:
     """What to add to the error that ended a run: whether its ``last.pt`` is there and
     loads, where the run stands in it, and the command that continues from it."""
     run_dir, path = trainer.run_dir, trainer.run_dir / "last.pt"
-    command = f"`cvkit train --resume {shlex.quote(str(run_dir))}`"
+    flags = "".join(f"--plugin {shlex.quote(p)} " for p in plugins.command_line_plugins())
+    command = f"`cvkit {flags}train --resume {shlex.quote(str(run_dir))}`"
     if trainer.processes.distributed:
         command += f" under torchrun, on {trainer.processes.world_size} processes as before"
     try:
@@ -373,7 +374,7 @@ def resume_note(trainer: Trainer, exc: BaseException) -> str:
     except CheckpointNotFoundError:
         return (
             f"no checkpoint was written yet (last.pt comes every train.checkpoint_interval "
-            f"epochs), so the run must start again: `cvkit train "
+            f"epochs), so the run must start again: `cvkit {flags}train "
             f"{shlex.quote(str(run_dir / 'config.yaml'))}` (its config as it ran)"
         )
     except CheckpointError as err:

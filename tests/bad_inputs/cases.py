@@ -267,6 +267,7 @@ PLUGINS = [
         "a plugin failed",
         "broken_hook.py, line 11, in after_step",
         "KeyError",
+        "start again: `cvkit --plugin files/plugins/broken_hook.py train runs/hook/config.yaml`",
     ),
 ]
 
