@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import re
 import sys
@@ -161,8 +162,14 @@ def plain_warnings(stream: TextIO | None = None) -> Iterator[None]:
 
     Python's default format prints the file, line number and the line of cvkit's code that
     warned: noise to a user, who needs the message. Third-party warnings say whose they are.
+    cvkit's loggers (``cvkit.data``, ``cvkit.pretrained``...) warn the same way: ``warning: ``
+    before the message (a report such as the keys a checkpoint dropped keeps its lines).
     """
     original = warnings.showwarning
+    handler = logging.StreamHandler(stream)  # stream None: sys.stderr at each record
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_LevelPrefix())
+    cvkit_logger = logging.getLogger("cvkit")
 
     def show(
         message: Warning | str,
@@ -182,10 +189,19 @@ def plain_warnings(stream: TextIO | None = None) -> Iterator[None]:
             print(f"{prefix}: {text}", file=out)
 
     warnings.showwarning = show
+    cvkit_logger.addHandler(handler)
     try:
         yield
     finally:
         warnings.showwarning = original
+        cvkit_logger.removeHandler(handler)
+
+
+class _LevelPrefix(logging.Formatter):
+    """``warning: MESSAGE`` (``error: ...`` at that level), as the command line says them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
 
 
 def _package_of(filename: str) -> str:

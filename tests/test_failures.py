@@ -157,3 +157,16 @@ def test_an_error_from_a_loader_worker_is_its_own_message_and_names_the_plugin(t
         f"a plugin failed: {plugin}, line 12, in apply: KeyError: 'mosaic' (in DataLoader "
         "worker process 1); fix the plugin (set CVKIT_DEBUG=1 for the whole traceback)"
     )
+
+
+def test_cvkits_log_warnings_say_warning_too(capsys):
+    import logging
+
+    with failures.plain_warnings():
+        logging.getLogger("cvkit.data").warning("CocoDetection 'a.json': dropped 1 of 2 boxes")
+        logging.getLogger("cvkit.data").info("not shown: below warning")
+    logging.getLogger("cvkit.data").warning("after: not this handler's")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "warning: CocoDetection 'a.json': dropped 1 of 2 boxes"
+    assert "not shown" not in "\n".join(lines)
+    assert not any(line.startswith("warning: after") for line in lines)
