@@ -10,8 +10,11 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torchvision.ops as tvops
 from torch import Tensor
+
+# torchvision is imported by the functions that use it: importing it pulls in torch._dynamo
+# (about 1.3 s), which commands that only read components (`cvkit config print`, `cvkit
+# list`) would otherwise pay for nothing.
 
 BoxFormat = Literal["xyxy", "xywh", "cxcywh"]
 FORMATS: tuple[str, ...] = ("xyxy", "xywh", "cxcywh")
@@ -77,6 +80,8 @@ def box_convert(boxes: Tensor, in_fmt: BoxFormat, out_fmt: BoxFormat) -> Tensor:
         if fmt not in FORMATS:
             raise ValueError(f"{name} must be one of {', '.join(FORMATS)}; got {fmt!r}")
     check_boxes(boxes, "boxes")
+    import torchvision.ops as tvops
+
     return tvops.box_convert(boxes, in_fmt, out_fmt)
 
 
@@ -100,6 +105,8 @@ def clip_boxes(boxes: Tensor, size: tuple[int, int]) -> Tensor:
     check_boxes(boxes, "boxes")
     if len(size) != 2 or any(not isinstance(s, int) or s < 0 for s in size):
         raise ValueError(f"size must be (h, w), two non-negative ints; got {size!r}")
+    import torchvision.ops as tvops
+
     return tvops.clip_boxes_to_image(boxes, (size[0], size[1]))
 
 
@@ -118,6 +125,8 @@ def box_area(boxes: Tensor) -> Tensor:
         tensor([10.,  0.])
     """
     check_boxes(boxes, "boxes")
+    import torchvision.ops as tvops
+
     return tvops.box_area(boxes)
 
 

@@ -18,10 +18,13 @@ import math
 from typing import Literal
 
 import torch
-import torchvision.ops as tvops
 from torch import Tensor
 
 from cvkit.ops.boxes import check_boxes
+
+# torchvision is imported by the functions that use it: importing it pulls in torch._dynamo
+# (about 1.3 s), which commands that only read components (`cvkit config print`, `cvkit
+# list`) would otherwise pay for nothing.
 
 _Kind = Literal["iou", "giou", "diou", "ciou"]
 EPS = 1e-7  # the smallest divisor: a zero union or enclosing box counts as this
@@ -120,6 +123,8 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     check_boxes(boxes1, "boxes1", min_dim=2)
     check_boxes(boxes2, "boxes2", min_dim=2)
     a, b, out = _as_float(boxes1, boxes2)
+    import torchvision.ops as tvops
+
     iou = tvops.box_iou(a, b)
     # torchvision divides by the bare union: two zero-area boxes give 0/0; their IoU is 0.
     area_sum = tvops.box_area(a)[..., :, None] + tvops.box_area(b)[..., None, :]

@@ -12,11 +12,14 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torchvision.ops as tvops
 from torch import Tensor
 
 from cvkit.ops.boxes import check_boxes
 from cvkit.ops.iou import EPS
+
+# torchvision is imported by the functions that use it: importing it pulls in torch._dynamo
+# (about 1.3 s), which commands that only read components (`cvkit config print`, `cvkit
+# list`) would otherwise pay for nothing.
 
 __all__ = ["batched_nms", "diou_nms", "nms", "soft_nms"]
 
@@ -61,6 +64,8 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
     """
     _check_nms_inputs(boxes, scores, None)
     dtype = _work_dtype(boxes, scores)
+    import torchvision.ops as tvops
+
     keep = tvops.nms(boxes.detach().to(dtype), scores.detach().to(dtype), iou_threshold)
     return _by_score(keep, scores)
 
@@ -90,6 +95,8 @@ def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: fl
     # torchvision separates classes by shifting class k by k * (max coordinate + 1), which is
     # too little when coordinates are negative; a translation to min 0 keeps every IoU.
     work = work - work.min()
+    import torchvision.ops as tvops
+
     keep = tvops.batched_nms(work, scores.detach().to(dtype), labels, iou_threshold)
     # Above 1000 boxes on CPU torchvision loops over classes and its final sort breaks ties
     # arbitrarily.

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import MultiScaleRoIAlign
 
 from cvkit.models.losses.detection import SmoothL1Loss
 from cvkit.models.losses.normalizer import loss_normalizer
@@ -89,6 +88,8 @@ class RoIHead(nn.Module):
         self.roi_strides = tuple(int(s) for s in roi_strides)
         self.sampling_ratio = sampling_ratio
         names = [str(i) for i in self.levels]
+        from torchvision.ops import MultiScaleRoIAlign  # slow to import: see cvkit.ops.iou
+
         self.roi_align = MultiScaleRoIAlign(names, roi_size, sampling_ratio)
         self.fc1 = nn.Linear(in_channels * roi_size * roi_size, fc_channels)
         self.fc2 = nn.Linear(fc_channels, fc_channels)

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
-from torchvision.ops import sigmoid_focal_loss
 
 from cvkit.registry import LOSSES
 
@@ -86,6 +85,8 @@ class FocalLoss(ClassIndexLoss):
         self.alpha, self.gamma, self.weight = alpha, gamma, weight
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        from torchvision.ops import sigmoid_focal_loss  # slow to import: see cvkit.ops.iou
+
         loss = sigmoid_focal_loss(logits, targets, self.alpha, self.gamma, reduction="sum")
         return self.weight * loss
 
@@ -128,6 +129,7 @@ def sigmoid_focal_loss_labels(
         computed in the forward pass); it is not twice differentiable.
 
     Example:
+        >>> from torchvision.ops import sigmoid_focal_loss
         >>> logits = torch.tensor([[2.0, -1.0], [0.5, 0.0]])
         >>> labels = torch.tensor([0, -1])
         >>> one_hot = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
