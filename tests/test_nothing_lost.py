@@ -226,3 +226,30 @@ def test_a_resume_drops_the_records_logged_after_its_checkpoint(tmp_path):
     steps = [r["step"] for r in records if r["phase"] == "train"]
     assert steps == [2, 4, 6, 8]
     assert 9.0 not in [r.get("loss") for r in records]
+
+
+def test_the_note_of_a_distributed_run_with_plugins_gives_the_whole_command(
+    tmp_path, monkeypatch, no_curves
+):
+    """Under torchrun the command is the same, on as many processes; --plugin flags stay."""
+    from types import SimpleNamespace
+
+    from cvkit import plugins
+    from cvkit.engine.distributed import Processes
+
+    fail_at(monkeypatch, 3, ValueError("image 3 cannot be decoded"))
+    with pytest.raises(ValueError):
+        run.train(small(tmp_path))
+    monkeypatch.setattr(plugins, "command_line_plugins", lambda: ["my plugin.py"])
+    trainer = SimpleNamespace(
+        run_dir=tmp_path / "run",
+        processes=Processes(rank=0, world_size=4, local_rank=0, local_world_size=2),
+        epochs=3,
+        steps_in_epoch=lambda: 2,
+    )
+    note = run.resume_note(trainer, ValueError("image 3 cannot be decoded"))
+    assert note == (
+        f"{tmp_path}/run/last.pt (step 2, end of epoch 1/3) is intact: resume with "
+        f"`cvkit --plugin 'my plugin.py' train --resume {tmp_path}/run` under torchrun, on 4 "
+        "processes as before"
+    )
