@@ -42,6 +42,7 @@ from cvkit.errors import (
     MissingArgumentError,
     UnknownArgumentError,
     UnknownTypeError,
+    add_note,
     did_you_mean,
     with_config_file,
 )
@@ -191,10 +192,10 @@ def instantiate(node: Node, upstream: Sequence[Any] | None = None, describe=None
         noted = with_config_file(err.at(node.path or "<config>"), node.path, describe)
         raise noted from err.__cause__
     except DataError as exc:  # a file it read is bad: the file's message, with where it was named
-        exc.add_note(f"read by {node.path or '<config>'} ({_name(node.cls)})")
+        add_note(exc, f"read by {node.path or '<config>'} ({_name(node.cls)})")
         origin = describe(node.path) if describe is not None and node.path else None
         if origin:
-            exc.add_note(f"in {origin}")
+            add_note(exc, f"in {origin}")
         raise
     except (ValueError, TypeError, KeyError, OSError) as exc:  # OSError: a missing file, no network
         error = ConfigError(
@@ -203,7 +204,7 @@ def instantiate(node: Node, upstream: Sequence[Any] | None = None, describe=None
         )
         raise with_config_file(error, node.path, describe) from exc
     except Exception as exc:  # out of memory, or a bug: say which component it was
-        exc.add_note(f"while building {node.path or '<config>'} ({_name(node.cls)})")
+        add_note(exc, f"while building {node.path or '<config>'} ({_name(node.cls)})")
         raise
 
 

@@ -19,6 +19,7 @@ be used is bad input, not a bad config, so it is a ``ValueError`` (exit code 1, 
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Callable, Iterable
 
 
@@ -60,6 +61,15 @@ class ConfigError(Exception):
             self.where = where
             self.args = (self.message,)
         return self
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)``; on Python 3.10, which has no notes, the same ``__notes__`` list
+    that ``cvkit.failures`` prints under the message."""
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+    else:
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]
 
 
 def with_config_file(

@@ -134,12 +134,19 @@ def plugin_frame(
         return None
     cvkit_dir = Path(__file__).resolve().parent
     for frame in reversed(_worker_frames(exc) or traceback.extract_tb(exc.__traceback__)):
-        path = Path(frame.filename).resolve()
-        if any(path == p or p in path.parents for p in plugin_files):
+        path = Path(frame.filename)
+        if any(is_within(path, p) for p in plugin_files):
             return frame
-        if cvkit_dir in path.parents:
+        if is_within(path, cvkit_dir):
             return None
     return None
+
+
+def is_within(path: Path, where: Path) -> bool:
+    """Whether ``path`` is the file ``where`` or lies in the folder ``where`` (both resolved):
+    whether a frame's file is a plugin's."""
+    path, where = path.resolve(), where.resolve()
+    return path == where or where in path.parents
 
 
 _FRAME_LINE = re.compile(r'^  File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<name>.+)$', re.M)

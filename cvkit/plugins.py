@@ -29,7 +29,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from cvkit.errors import PluginError
-from cvkit.failures import debug_requested
+from cvkit.failures import debug_requested, is_within
 
 ENTRY_POINT_GROUP = "cvkit.plugins"
 
@@ -236,17 +236,12 @@ def _failure(exc: BaseException, plugin: Path | None = None) -> str:
     frames = [
         f
         for f in traceback.extract_tb(exc.__traceback__)
-        if plugin is not None and _within(Path(f.filename), plugin)
+        if plugin is not None and is_within(Path(f.filename), plugin)
     ]
     if not frames:  # not found, or failed before running any of its lines
         return text
     frame = frames[-1]
     return f"{type(exc).__name__} ({frame.filename}, line {frame.lineno}): {exc}"
-
-
-def _within(path: Path, plugin: Path) -> bool:
-    path, plugin = path.resolve(), plugin.resolve()
-    return path == plugin or plugin in path.parents
 
 
 def command_line_plugins() -> list[str]:

@@ -301,8 +301,7 @@ def _drop_records_after(path: Path, step: int) -> None:
     if not path.is_file():
         return
     lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if _record_step(line) is not None]
-    kept = [line for line in kept if cast(int, _record_step(line)) <= step]
+    kept = [line for line in lines if (logged := _record_step(line)) is not None and logged <= step]
     if len(kept) == len(lines):
         return
     tmp = path.with_name(f".{path.name}.tmp")

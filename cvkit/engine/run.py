@@ -37,8 +37,8 @@ from cvkit.engine.optim import build_optimizer
 from cvkit.engine.resume import ResumePlan, describe_changes, plan_resume, record_resume
 from cvkit.engine.speed import apply_speed_settings
 from cvkit.engine.tasks import Task, task_of
-from cvkit.engine.trainer import Trainer, add_note
-from cvkit.errors import CheckpointError, CheckpointNotFoundError, ConfigError
+from cvkit.engine.trainer import Trainer
+from cvkit.errors import CheckpointError, CheckpointNotFoundError, ConfigError, add_note
 from cvkit.registry import DATASETS, HOOKS, MODELS, OPTIMIZERS, SCHEDULERS
 
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}

@@ -32,7 +32,7 @@ from cvkit.data.loader import EpochSampler
 from cvkit.engine import distributed
 from cvkit.engine.checkpoint import check_training_state, save_checkpoint
 from cvkit.engine.weights import load_model_weights
-from cvkit.errors import CheckpointError
+from cvkit.errors import CheckpointError, add_note
 from cvkit.models.losses.normalizer import counts_across_processes
 from cvkit.models.tasks.protocol import TaskModel
 
@@ -488,15 +488,6 @@ def restore_rng(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def add_note(exc: BaseException, note: str) -> None:
-    """``exc.add_note(note)``; on Python 3.10, which has no notes, the same ``__notes__`` list
-    that ``cvkit.failures`` prints under the message."""
-    if sys.version_info >= (3, 11):
-        exc.add_note(note)
-    else:
-        exc.__notes__ = [*getattr(exc, "__notes__", []), note]
 
 
 def _python_state(state: tuple) -> list:
