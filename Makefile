@@ -32,7 +32,8 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-$(STAMP): pyproject.toml $(PLUGIN_PROJECTS)
+# setup.py builds the C soft-NMS kernel in place: a change to its source reinstalls too
+$(STAMP): pyproject.toml setup.py cvkit/ops/_soft_nms.c $(PLUGIN_PROJECTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev,weights,export]" $(foreach p,$(PLUGIN_PROJECTS),-e $(dir $(p)))

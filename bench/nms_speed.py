@@ -7,7 +7,8 @@ scores uniform in [0, 1)),
 - ``torchvision.ops.nms`` (IoU 0.5), the yardstick;
 - ``cvkit.ops.nms`` (IoU 0.5), which calls it and orders ties by index;
 - ``cvkit.ops.soft_nms``, linear and gaussian, at its defaults (IoU 0.3, sigma 0.5, score
-  threshold 0.001);
+  threshold 0.001): its compiled loop, and its NumPy loop (what runs where the install found
+  no C compiler);
 - ``cvkit.ops.diou_nms`` (DIoU 0.5);
 
 each ``--repeats`` times in a row after two warm-up calls, on ``--threads`` torch threads, and
@@ -37,6 +38,7 @@ import torchvision.ops as tvops
 from torch import Tensor
 
 import cvkit.ops as ops
+from cvkit.ops import non_max_suppression
 
 GOAL = 10.0  # soft-NMS and DIoU-NMS at most this many times torchvision's hard NMS
 
@@ -138,12 +140,33 @@ def main() -> None:
         f"average before {os.getloadavg()[0]:.2f}",
         flush=True,
     )
+    kernel = non_max_suppression._soft_nms_kernel
+    if kernel is None:
+        sys.exit(
+            "cvkit's compiled soft-NMS is not built: reinstall (pip install -e .) with a C compiler"
+        )
     ok = check(boxes, scores)
+    non_max_suppression._soft_nms_kernel = None
+    ok.update({f"{name} numpy": same for name, same in check(boxes, scores).items()})
+    non_max_suppression._soft_nms_kernel = kernel
+
+    def numpy_loop(method: str) -> Callable[[], object]:
+        def call() -> object:
+            non_max_suppression._soft_nms_kernel = None
+            try:
+                return ops.soft_nms(boxes, scores, method=method)
+            finally:
+                non_max_suppression._soft_nms_kernel = kernel
+
+        return call
+
     rows = [  # name, call, whether its output is the reference's
         ("torchvision nms", lambda: tvops.nms(boxes, scores, 0.5), True),
         ("cvkit nms", lambda: ops.nms(boxes, scores, 0.5), ok["nms"]),
         ("soft_nms linear", lambda: ops.soft_nms(boxes, scores, method="linear"), ok["linear"]),
         ("soft_nms gaussian", lambda: ops.soft_nms(boxes, scores), ok["gaussian"]),
+        ("soft_nms linear numpy", numpy_loop("linear"), ok["linear numpy"]),
+        ("soft_nms gaussian numpy", numpy_loop("gaussian"), ok["gaussian numpy"]),
         ("diou_nms", lambda: ops.diou_nms(boxes, scores), ok["diou"]),
     ]
     print("\n| function | kept | median ms | x torchvision nms | matches reference |")

@@ -16,12 +16,14 @@ import math
 import pkgutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision.ops as tvops
 
 import cvkit.ops as B
 from cvkit.models.losses import iou_losses
+from cvkit.ops import non_max_suppression
 
 PAIRWISE = {
     "iou": B.box_iou,
@@ -529,9 +531,76 @@ def test_nms_empty_inputs(fn):
     assert out.shape == (0,) and out.dtype == torch.int64
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def soft_nms_loop(request, monkeypatch):
+    """Runs a soft-NMS test with the compiled kernel (``_soft_nms.c``) and with the NumPy loop."""
+    if request.param == "numpy":
+        monkeypatch.setattr(non_max_suppression, "_soft_nms_kernel", None)
+    elif non_max_suppression._soft_nms_kernel is None:
+        pytest.skip("the compiled soft-NMS kernel is not built (test_soft_nms_kernel_is_built)")
+    return request.param
+
+
+def test_soft_nms_kernel_is_built():
+    # setup.py builds it optionally: an install without a compiler falls back to NumPy, and
+    # this suite's install must not do so unnoticed.
+    assert non_max_suppression._soft_nms_kernel is not None, "pip install -e . did not build it"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_soft_nms_kernel_gives_the_numpy_loops_bits(dtype):
+    # Degenerate boxes, equal scores, classes, both methods and thresholds: same indices, same
+    # scores to the last bit (the kernel computes with the same float operations in order).
+    if non_max_suppression._soft_nms_kernel is None:
+        pytest.skip("the compiled soft-NMS kernel is not built")
+    for seed in range(12):
+        boxes, scores, labels = nms_case_with_duplicates(150, seed=200 + seed)
+        boxes[::17, 2:] = boxes[::17, :2]  # points
+        boxes, scores = boxes.to(dtype).numpy(), scores.to(dtype).numpy()
+        for method, score_threshold in itertools.product(["linear", "gaussian"], [0.0, 0.05]):
+            args = (method, 0.3 + seed / 40, 0.2 + seed / 10, score_threshold)
+            for labels_or_none in [None, labels.numpy()]:
+                compiled = non_max_suppression._soft_nms_compiled(
+                    boxes, scores, labels_or_none, *args
+                )
+                with np.errstate(all="ignore"):  # as soft_nms runs it
+                    loop = non_max_suppression._SoftNMS(boxes, scores, labels_or_none, *args)
+                    keep, kept = loop.run()
+                assert compiled[0].tolist() == keep
+                assert compiled[1].tobytes() == np.asarray(kept, dtype=boxes.dtype).tobytes()
+
+
+def test_soft_nms_kernel_checks_its_buffers():
+    kernel = non_max_suppression._soft_nms_kernel
+    if kernel is None:
+        pytest.skip("the compiled soft-NMS kernel is not built")
+    boxes, scores = np.zeros((3, 4), np.float32), np.ones(3, np.float32)
+    keep, kept = np.empty(3, np.int64), np.empty(3, np.float32)
+    args = (False, True, 0.3, 0.5, 0.001, 1e-7)
+    with pytest.raises(ValueError, match="boxes holds 36 bytes, expected 48"):
+        kernel.soft_nms(boxes[:, :3].copy(), scores, None, *args, keep, kept)
+    with pytest.raises(ValueError, match="labels holds 12 bytes, expected 24"):
+        kernel.soft_nms(boxes, scores, np.zeros(3, np.int32), *args, keep, kept)
+    assert kernel.soft_nms(boxes, scores, np.zeros(3, np.int64), *args, keep, kept) == 3
+
+
+def test_soft_nms_on_inputs_the_kernel_leaves_to_numpy(soft_nms_loop):
+    # Inverted boxes and a negative score give IoUs outside [0, 1] and scores that decays can
+    # raise: the NumPy loop takes them, one box at a time, with either backend.
+    boxes, scores, _ = nms_case(40, seed=14)
+    boxes[3] = boxes[3, [2, 3, 0, 1]]
+    scores[5] = -0.25
+    keep, new_scores = B.soft_nms(boxes, scores, method="linear", score_threshold=-1.0)
+    ref_keep, ref_scores = ref_soft_nms(
+        boxes.tolist(), scores.tolist(), [0] * 40, 0.3, 0.5, "linear", -1.0
+    )
+    assert keep.tolist() == ref_keep and len(keep) == 40
+    _close(new_scores, ref_scores, atol=1e-9)
+
+
 @pytest.mark.parametrize("method", ["linear", "gaussian"])
 @pytest.mark.parametrize("class_aware", [False, True])
-def test_soft_nms_matches_sequential_brute_force(method, class_aware):
+def test_soft_nms_matches_sequential_brute_force(method, class_aware, soft_nms_loop):
     boxes, scores, labels = nms_case(60, seed=9 + class_aware, tie_every=10)
     labels_or_none = labels if class_aware else None
     ref_labels = labels.tolist() if class_aware else [0] * len(scores)
@@ -586,7 +655,9 @@ def nms_case_with_duplicates(n: int, seed: int):
 
 @pytest.mark.parametrize("n", [0, 1, 2, 50, 300])
 @pytest.mark.parametrize("class_aware", [False, True])
-def test_soft_and_diou_nms_match_brute_force_with_duplicates_and_ties(n, class_aware):
+def test_soft_and_diou_nms_match_brute_force_with_duplicates_and_ties(
+    n, class_aware, soft_nms_loop
+):
     # The blocks of rows soft_nms and diou_nms compute at once span several blocks at 300.
     boxes, scores, labels = nms_case_with_duplicates(n, seed=100 + n)
     b, s = boxes.tolist(), scores.tolist()
@@ -604,7 +675,7 @@ def test_soft_and_diou_nms_match_brute_force_with_duplicates_and_ties(n, class_a
 
 
 @pytest.mark.parametrize("method", ["linear", "gaussian"])
-def test_soft_nms_with_more_equal_top_scores_than_a_block_keeps_index_order(method):
+def test_soft_nms_with_more_equal_top_scores_than_a_block_keeps_index_order(method, soft_nms_loop):
     # 60 equal scores: the best box (the lowest index) must be among the rows computed first.
     boxes, _, _ = nms_case(60, seed=12)
     scores = torch.full((60,), 0.5, dtype=torch.float64)
@@ -616,7 +687,7 @@ def test_soft_nms_with_more_equal_top_scores_than_a_block_keeps_index_order(meth
     _close(new_scores, ref_scores, atol=1e-9)
 
 
-def test_soft_and_diou_nms_leave_their_inputs_alone():
+def test_soft_and_diou_nms_leave_their_inputs_alone(soft_nms_loop):
     # float32 inputs are the working arrays' memory (Tensor.numpy shares it): no writes there.
     boxes, scores, labels = nms_case(30, seed=13)
     boxes, scores = boxes.float(), scores.float()

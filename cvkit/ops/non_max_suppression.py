@@ -8,6 +8,7 @@ suppression within a class. Nothing here is differentiable.
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Literal
 
 import numpy as np
@@ -16,6 +17,12 @@ from torch import Tensor
 
 from cvkit.ops.boxes import check_boxes
 from cvkit.ops.iou import EPS
+
+_soft_nms_kernel: ModuleType | None
+try:  # built by setup.py where a C compiler was found; otherwise soft-NMS runs in NumPy
+    from cvkit.ops import _soft_nms as _soft_nms_kernel
+except ImportError:  # pragma: no cover - depends on the install
+    _soft_nms_kernel = None
 
 # torchvision is imported by the functions that use it: importing it pulls in torch._dynamo
 # (about 1.3 s), which commands that only read components (`cvkit config print`, `cvkit
@@ -145,22 +152,68 @@ def soft_nms(
     if method == "gaussian" and not sigma > 0:
         raise ValueError(f"sigma must be > 0 for the gaussian method, got {sigma}")
     dtype = _work_dtype(boxes, scores)
-    work = boxes.detach().to(dtype).cpu().numpy()
-    with np.errstate(all="ignore"):  # -inf * 0 at selected boxes: NaN, silently as in torch
-        keep, kept_scores = _SoftNMS(
-            work,
-            scores.detach().to(dtype).cpu().numpy(),
-            None if labels is None else labels.detach().cpu().numpy(),
-            method,
-            float(iou_threshold),
-            float(sigma),
-            float(score_threshold),
-        ).run()
+    work = np.ascontiguousarray(boxes.detach().to(dtype).cpu().numpy())
+    work_scores = np.ascontiguousarray(scores.detach().to(dtype).cpu().numpy())
+    work_labels = None if labels is None else labels.detach().cpu().numpy()
+    args = (method, float(iou_threshold), float(sigma), float(score_threshold))
+    keep: list[int] | np.ndarray
+    kept_scores: list[float] | np.ndarray
+    if _kernel_takes(work, work_scores, work_labels):
+        keep, kept_scores = _soft_nms_compiled(work, work_scores, work_labels, *args)
+    else:
+        with np.errstate(all="ignore"):  # -inf * 0 at selected boxes: NaN, silently as in torch
+            keep, kept_scores = _SoftNMS(work, work_scores, work_labels, *args).run()
     # torch.tensor of a list takes about 3x as long as NumPy's array and torch.from_numpy.
     return (
-        torch.from_numpy(np.array(keep, dtype=np.int64)).to(boxes.device),
-        torch.from_numpy(np.array(kept_scores, dtype=work.dtype)).to(scores.device, scores.dtype),
+        torch.from_numpy(np.asarray(keep, dtype=np.int64)).to(boxes.device),
+        torch.from_numpy(np.asarray(kept_scores, dtype=work.dtype)).to(scores.device, scores.dtype),
     )
+
+
+def _well_formed(corners: np.ndarray, areas: np.ndarray, scores: np.ndarray) -> bool:
+    """Whether every IoU lies in [0, 1] and every score is finite and >= 0, so that no decay
+    raises a score or makes it NaN: boxes with ``x2 >= x1``, ``y2 >= y1`` and finite areas
+    (``corners`` and ``areas`` from ``_corners``). A NaN fails ">= 0"."""
+    sides_ok = (corners[:2] + corners[2:]).min(initial=0) >= 0
+    scores_ok = scores.min(initial=0) >= 0 and scores.max(initial=0) < np.inf
+    return bool(sides_ok and scores_ok and np.isfinite(areas).all())
+
+
+def _kernel_takes(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray | None) -> bool:
+    """Whether the compiled soft-NMS is there and gives the NumPy loop's result on these
+    inputs: well-formed ones, with integer labels (it compares them as int64)."""
+    if _soft_nms_kernel is None or (labels is not None and labels.dtype.kind not in "biu"):
+        return False
+    return _well_formed(*_corners(boxes), scores)
+
+
+def _soft_nms_compiled(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray | None,
+    method: str,
+    iou_threshold: float,
+    sigma: float,
+    score_threshold: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``_SoftNMS(...).run()`` by the C loop of ``_soft_nms.c``: kept indices and scores."""
+    n = len(scores)
+    keep, kept = np.empty(n, dtype=np.int64), np.empty(n, dtype=scores.dtype)
+    assert _soft_nms_kernel is not None  # checked by _kernel_takes
+    count = _soft_nms_kernel.soft_nms(
+        boxes,
+        scores,
+        None if labels is None else np.ascontiguousarray(labels, dtype=np.int64),
+        scores.dtype == np.float64,
+        method == "gaussian",
+        iou_threshold,
+        sigma,
+        score_threshold,
+        EPS,
+        keep,
+        kept,
+    )
+    return keep[:count], kept[:count]
 
 
 def diou_nms(
@@ -203,6 +256,9 @@ def diou_nms(
 
 
 # -- soft-NMS and DIoU-NMS loops -------------------------------------------------------------
+# soft_nms runs the C loop of _soft_nms.c where the install built it (3-5x faster than this one
+# on 1,000 dense boxes, bench/README.md) and the inputs are well formed; this NumPy loop
+# otherwise, with the same results to the last bit (tests/test_boxes.py checks both).
 # Both pick one box at a time, so they loop in Python. Each step is a few NumPy calls on [N]
 # arrays: a torch call costs several times more at this size, and some start threads, which on
 # a busy machine can wait milliseconds for a core. The IoU or DIoU of the boxes the loop visits
@@ -278,12 +334,8 @@ class _SoftNMS:
         self.gaussian, self.sigma = method == "gaussian", sigma
         self.iou_threshold, self.score_threshold = iou_threshold, score_threshold
         self.alive = np.ones(len(scores), dtype=bool)
-        # Rounds of more than one box need every factor in [0, 1] (IoU in [0, 1]: no NaN and
-        # no x2 < x1) and every score finite and >= 0: then no decay raises a score or makes it
-        # NaN. Otherwise a round selects one box. (A NaN minimum fails ">= 0".)
-        sides_ok = (self.corners[:2] + self.corners[2:]).min(initial=0) >= 0
-        scores_ok = scores.min(initial=0) >= 0 and scores.max(initial=0) < np.inf
-        self.speculate = bool(sides_ok and scores_ok and np.isfinite(self.areas).all())
+        # Rounds of more than one box need every factor in [0, 1]; otherwise a round selects one.
+        self.speculate = _well_formed(self.corners, self.areas, scores)
 
     def run(self) -> tuple[list[int], list[float]]:
         keep: list[int] = []
