@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cvkit import failures
-from cvkit.config.schema import CHANGEABLE_ON_RESUME
+from cvkit.config.resume_keys import CHANGEABLE_ON_RESUME
 
 # what `cvkit demo` trains; its runs go to <run_dir>/demo_shapes unless name= is given
 DEMO_CONFIG = "cvkit://detection/retinanet_effl0_fpn_8e_shapes.yaml"

@@ -25,7 +25,6 @@ import sys
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 
 from cvkit.errors import PluginError
@@ -102,6 +101,10 @@ def _importing(source: str) -> Iterator[None]:
 
 
 def _entry_points() -> list:
+    # imported here: importlib.metadata takes ~35 ms, which commands that build nothing from
+    # the registries (`cvkit coco-eval`) need not pay
+    from importlib.metadata import entry_points
+
     return sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
 
 

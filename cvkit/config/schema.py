@@ -19,29 +19,6 @@ from cvkit.config.typecheck import parameters
 from cvkit.errors import ConfigError
 from cvkit.registry import registry_for_arg, resolve
 
-# The settings `cvkit train --resume` may change (cvkit.engine.resume), and why each is safe:
-# none of them changes what a step computes, except ``train.epochs``, which stretches the
-# schedule over the new length.
-CHANGEABLE_ON_RESUME = {
-    "train.epochs": "the run's length (the LR schedule is recomputed over it)",
-    "train.max_steps": "where the run stops",
-    "train.log_interval": "logging cadence",
-    "train.checkpoint_interval": "checkpoint cadence",
-    "train.tensorboard": "logging",
-    "train.device": "where it runs",
-    "train.dist.backend": "how the processes talk",
-    "train.dist.timeout_minutes": "how long a process waits for the others",
-    "eval.interval": "evaluation cadence",
-    "eval.patience": "early stopping",
-    "eval.plots": "the final report",
-    "data.num_workers": "loader processes (the batches are the same)",
-    "data.check_images": "the image check before the first step",
-    "data.prefetch_factor": "loader prefetching",
-    "data.pin_memory": "loader memory",
-    "data.val_batch_size": "evaluation batches",
-}
-
-
 # The smallest value each numeric setting may take (an int's or a float's); None and "auto"
 # are not numbers and pass. A float bound is exclusive ("> 0"), an int bound inclusive.
 MINIMUM: dict[str, int | float] = {

@@ -23,7 +23,7 @@ from typing import Any
 from cvkit.config import Config, load_config
 from cvkit.config.class_count import fill_from_classes
 from cvkit.config.load import apply_overrides, from_dict, parse_override
-from cvkit.config.schema import CHANGEABLE_ON_RESUME as CHANGEABLE
+from cvkit.config.resume_keys import CHANGEABLE_ON_RESUME as CHANGEABLE
 from cvkit.config.schema import NO_DEFAULT, default_of
 from cvkit.config.yaml_io import dumps, loads
 from cvkit.engine.checkpoint import load_training_state, resolve_resume
