@@ -376,3 +376,21 @@ def test_pretrained_value_is_type_checked():
     cfg = {"type": "TimmBackbone", "name": ARCH, "pretrained": 3}
     with pytest.raises(cvkit.ConfigError, match="pretrained"):
         cvkit.build(cfg, cvkit.registry.BACKBONES)
+
+
+def test_vit_feature_stages_are_every_block():
+    # timm wraps a ViT's features_only model (as `model`) and returns its last three blocks by
+    # default: the backbone asks for every block, and its stages find the wrapped modules.
+    bb = TimmBackbone("vit_tiny_patch16_224", out_indices=(3, 11), frozen_stages=2)
+    maps = bb(torch.zeros(1, 3, 224, 224))
+    assert [tuple(m.shape) for m in maps] == [(1, 192, 14, 14)] * 2
+    groups = bb.stage_parameter_groups()
+    assert len(groups) == len(bb.stage_specs) == 12
+    assert [id(p) for g in groups for p in g] == [id(p) for p in bb.model.parameters()]
+    first = {id(p) for p in groups[0]}
+    assert (
+        id(bb.model.model.pos_embed) in first
+        and id(bb.model.model.blocks[0].attn.qkv.weight) in first
+    )
+    assert not any(p.requires_grad for g in groups[:2] for p in g)
+    assert all(p.requires_grad for g in groups[2:] for p in g)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -168,7 +168,7 @@ class TimmBackbone(nn.Module):
         order = {n.replace("_", "."): i for i, (n, _) in enumerate(self.model.named_modules())}
         ends = []
         for info in _stages(self.model):
-            end = info["module"].replace("_", ".")
+            end = _stage_module(order, info["module"].replace("_", "."))
             ends.append(max(i for n, i in order.items() if n == end or n.startswith(end + ".")))
         groups: list[list[nn.Parameter]] = [[] for _ in ends]
         for pname, p in self.model.named_parameters():
@@ -209,7 +209,12 @@ def _create(
     else:
         kwargs.update(num_classes=0, global_pool="")
     try:
-        return timm.create_model(name, **kwargs)
+        model = timm.create_model(name, **kwargs)
+        stages = len(_stages(model)) if features_only else 0
+        if features_only and tuple(model.feature_info.out_indices) != tuple(range(stages)):
+            # ViTs' feature wrappers return their last three blocks by default: ask for all
+            return timm.create_model(name, **kwargs, out_indices=tuple(range(stages)))
+        return model
     except TypeError as e:
         if output_stride is None or "output_stride" not in str(e):
             raise
@@ -218,6 +223,15 @@ def _create(
             f"(output_stride={output_stride}); use a convolutional model that supports it, "
             "such as resnet50 or tf_efficientnet_lite0, or leave output_stride unset"
         ) from e
+
+
+def _stage_module(names: Iterable[str], stage: str) -> str:
+    """The module of ``names`` a timm stage record names: itself, or, where a wrapper holds
+    the network (``features_only`` on a ViT wraps it as ``model``), the first ending in it."""
+    names = list(names)
+    if stage in names:
+        return stage
+    return next(n for n in names if n.endswith("." + stage))
 
 
 def _stages(model: Any) -> list[dict[str, Any]]:
