@@ -4,6 +4,7 @@ last good last.pt loadable, and its error says how to resume from it (an excepti
 import errno
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +12,12 @@ import torch
 from cvkit.config import from_dict
 from cvkit.data.builtin import DigitsClassification
 from cvkit.engine import curves, run
-from cvkit.engine.checkpoint import CheckpointWriteError, load_checkpoint, save_checkpoint
+from cvkit.engine.checkpoint import (
+    CheckpointWriteError,
+    load_checkpoint,
+    remove_unfinished_writes,
+    save_checkpoint,
+)
 from cvkit.engine.trainer import Trainer
 from tests.test_engine import tiny
 
@@ -84,6 +90,23 @@ def test_a_full_disk_leaves_the_previous_checkpoint_intact_and_no_temp_file(
         assert path.read_bytes() == before
         loaded = load_checkpoint(path)  # weights_only
         assert torch.equal(loaded["model"]["w"], state(2.0)["model"]["w"])
+
+
+def test_the_temp_file_of_a_killed_write_is_found_by_its_name(tmp_path, monkeypatch):
+    # A killed process never reaches save_checkpoint's clean-up: here the clean-up is a no-op,
+    # so the temp file keeps the name save_checkpoint gave it.
+    save_checkpoint(state(1.0), tmp_path / "last.pt")
+    fill_disk(monkeypatch, where="fsync")
+    monkeypatch.setattr(Path, "unlink", lambda self, missing_ok=False: None)
+    with pytest.raises(CheckpointWriteError):
+        save_checkpoint(state(2.0), tmp_path / "last.pt")
+    monkeypatch.undo()
+    (left,) = [p.name for p in tmp_path.iterdir() if p.name != "last.pt"]
+    (tmp_path / ".metrics.jsonl.tmp").write_text("{}")  # not a checkpoint's
+    (removed,) = remove_unfinished_writes(tmp_path)
+    assert removed.startswith(f"removed {left} (")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".metrics.jsonl.tmp", "last.pt"]
+    assert remove_unfinished_writes(tmp_path) == []
 
 
 def test_a_checkpoint_is_as_readable_as_the_umask_allows(tmp_path):

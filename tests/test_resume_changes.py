@@ -50,6 +50,9 @@ def finished(tmp_path_factory):
     assert out.returncode == 0, out.stderr
     run_dir = folder / "runs" / "ext"
     original = (run_dir / "config.yaml").read_text()
+    # what a run killed while writing last.pt leaves, and a file of the user's beside it
+    (run_dir / ".last.pt.0123abcd.tmp").write_bytes(b"\0" * 2**20)
+    (run_dir / ".notes.tmp").write_text("mine")
     extended = run_cli("train", "--resume", "runs/ext", "train.epochs=2", cwd=folder)
     assert extended.returncode == 0, extended.stderr
     return folder, run_dir, original, extended.stdout
@@ -71,6 +74,14 @@ def test_extending_a_finished_run_needs_no_config_and_keeps_its_history(finished
     (record,) = [json.loads(x) for x in (run_dir / "resumes.jsonl").read_text().splitlines()]
     assert record["checkpoint"] == "last.pt" and record["step"] == 4
     assert record["changes"] == {"train.epochs": [1, 2]}
+
+
+def test_a_resume_removes_the_temp_file_of_a_killed_write_and_says_so(finished):
+    _, run_dir, _, out = finished
+    assert not (run_dir / ".last.pt.0123abcd.tmp").exists()
+    assert (run_dir / ".notes.tmp").read_text() == "mine"
+    expected = "removed .last.pt.0123abcd.tmp (1.0 MiB), a checkpoint write that a killed process"
+    assert expected in out
 
 
 def test_the_schedule_stretches_over_the_longer_run(finished):

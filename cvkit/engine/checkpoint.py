@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import pickle
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
             previous ``path``, if any, is unchanged.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(_TEMP_TOKEN_BYTES)}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
@@ -79,6 +80,33 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
         raise
     _sync_folder(path.parent)  # the rename itself survives a power cut
     return path
+
+
+_TEMP_TOKEN_BYTES = 4
+_TEMP_NAME = re.compile(rf"\..+\.[0-9a-f]{{{2 * _TEMP_TOKEN_BYTES}}}\.tmp")  # save_checkpoint's
+
+
+def remove_unfinished_writes(folder: str | os.PathLike) -> list[str]:
+    """Delete the temp files of checkpoint writes that never finished in ``folder``.
+
+    ``save_checkpoint`` removes its temp file when a write fails, but a process killed mid-write
+    (``SIGKILL``, the out-of-memory killer, a power cut) cannot: the file, as large as a
+    checkpoint, would stay in the run folder for good. Call it where no write can be under
+    way, as when a run resumes.
+
+    Returns:
+        One line per file removed, naming it and its size.
+    """
+    removed = []
+    for tmp in sorted(Path(folder).glob(".*.tmp")):
+        if _TEMP_NAME.fullmatch(tmp.name) and tmp.is_file():
+            size = tmp.stat().st_size
+            tmp.unlink(missing_ok=True)
+            removed.append(
+                f"removed {tmp.name} ({size / 2**20:.1f} MiB), a checkpoint write that a "
+                "killed process left unfinished"
+            )
+    return removed
 
 
 def _not_written(path: Path, exc: OSError) -> CheckpointWriteError:

@@ -29,7 +29,11 @@ from cvkit.engine import hooks as H
 from cvkit.engine.auto_batch import fit_batch
 from cvkit.engine.batching import BatchPlan, plan_batch
 from cvkit.engine.batching import describe as describe_batch
-from cvkit.engine.checkpoint import check_training_state, load_checkpoint
+from cvkit.engine.checkpoint import (
+    check_training_state,
+    load_checkpoint,
+    remove_unfinished_writes,
+)
 from cvkit.engine.curves import CurvesHook
 from cvkit.engine.evaluate import Evaluation
 from cvkit.engine.loader_workers import auto_workers
@@ -434,8 +438,10 @@ def _check_images(datasets: dict[str, Any], processes: distributed.Processes) ->
 def _continue(trainer: Trainer, plan: ResumePlan) -> None:
     """Load the checkpoint into the trainer, then record and show the resume."""
     lrs = trainer.load_state_dict(plan.state, plan.checkpoint)
+    removed = []
     if trainer.processes.is_main:
         record_resume(plan, trainer.step, trainer.shown_epoch)
+        removed = remove_unfinished_writes(plan.run_dir)
     trainer.log_line(
         f"resumed {plan.run_dir} {_position(trainer)}, step {trainer.step}"
         + ("; changed:" if plan.changes else "")
@@ -447,6 +453,8 @@ def _continue(trainer: Trainer, plan: ResumePlan) -> None:
             f"  the LR schedule follows the new length: lr {lrs[0]:.3g} -> {lrs[1]:.3g} "
             f"at step {trainer.step}"
         )
+    for line in removed:
+        trainer.log_line(line)
 
 
 def _loaders(
