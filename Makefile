@@ -10,7 +10,8 @@ PYTEST_ARGS ?=
 # test files spread over this many processes (pytest-xdist; a file's tests stay together, so
 # its fixtures are built once). On this project's 2-core machine the suite (1,073 tests) took
 # 575 s over 2 workers, and a clean clone's `.ci/run` 12 min 4 s with install and lint
-# (2026-12-02); at 800 tests one process took 877 s
+# (2026-12-02); at 800 tests one process took 877 s. The 15 slowest tests are listed after
+# each run, to show where the suite's time goes
 TEST_WORKERS ?= 2
 
 .PHONY: demo test lint format clean
@@ -19,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/cvkit demo
 
 test: lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations 15 $(PYTEST_ARGS)
 
 # ruff; the layers (import-linter contracts in pyproject.toml); the types (mypy)
 lint: $(STAMP)
