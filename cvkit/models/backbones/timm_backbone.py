@@ -209,7 +209,7 @@ def _create(
     else:
         kwargs.update(num_classes=0, global_pool="")
     try:
-        model = timm.create_model(name, **kwargs)
+        model: Any = timm.create_model(name, **kwargs)  # its feature_info is not typed
         stages = len(_stages(model)) if features_only else 0
         if features_only and tuple(model.feature_info.out_indices) != tuple(range(stages)):
             # ViTs' feature wrappers return their last three blocks by default: ask for all
