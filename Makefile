@@ -10,8 +10,11 @@ PYTEST_ARGS ?=
 # test files spread over this many processes (pytest-xdist; a file's tests stay together, so
 # its fixtures are built once). On this project's 2-core machine the suite (1,073 tests) took
 # 575 s over 2 workers, and a clean clone's `.ci/run` 12 min 4 s with install and lint
-# (2026-12-02); at 800 tests one process took 877 s. The 15 slowest tests are listed after
-# each run, to show where the suite's time goes
+# (2026-12-02); at 800 tests one process took 877 s. On a later, about 2x slower machine
+# (torchvision's NMS and faster-coco-eval 2-5x slower too) 1,101 tests took 1,346 s and
+# `.ci/run` 27 min 44 s; the heaviest files were test_cli_detection and test_bench_smoke
+# (~275 s each), test_export (162 s), test_cli_engine and test_distributed (~120 s each).
+# The 15 slowest tests are listed after each run, to show where the suite's time goes
 TEST_WORKERS ?= 2
 
 .PHONY: demo test lint format clean
