@@ -581,6 +581,8 @@ def test_soft_nms_kernel_checks_its_buffers():
     args = (False, True, 0.3, 0.5, 0.001, 1e-7)
     with pytest.raises(ValueError, match="boxes holds 36 bytes, expected 48"):
         kernel.soft_nms(boxes[:, :3].copy(), scores, None, *args, keep, kept)
+    with pytest.raises(ValueError, match="scores holds 13 bytes, expected 12"):
+        kernel.soft_nms(boxes, scores.tobytes() + b"\0", None, *args, keep, kept)
     with pytest.raises(ValueError, match="labels holds 12 bytes, expected 24"):
         kernel.soft_nms(boxes, scores, np.zeros(3, np.int32), *args, keep, kept)
     assert kernel.soft_nms(boxes, scores, np.zeros(3, np.int64), *args, keep, kept) == 3
@@ -592,6 +594,10 @@ def test_soft_nms_on_inputs_the_kernel_leaves_to_numpy(soft_nms_loop):
     boxes, scores, _ = nms_case(40, seed=14)
     boxes[3] = boxes[3, [2, 3, 0, 1]]
     scores[5] = -0.25
+    assert not non_max_suppression._kernel_takes(boxes.numpy(), scores.abs().numpy(), None)
+    assert not non_max_suppression._kernel_takes(boxes.sort().values.numpy(), scores.numpy(), None)
+    fixed = (boxes.sort().values.numpy(), scores.abs().numpy(), None)
+    assert non_max_suppression._kernel_takes(*fixed) == (soft_nms_loop == "compiled")
     keep, new_scores = B.soft_nms(boxes, scores, method="linear", score_threshold=-1.0)
     ref_keep, ref_scores = ref_soft_nms(
         boxes.tolist(), scores.tolist(), [0] * 40, 0.3, 0.5, "linear", -1.0

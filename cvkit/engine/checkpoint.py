@@ -44,6 +44,10 @@ _WRITE_REASONS = {
 }
 
 
+_TEMP_TOKEN_BYTES = 4
+_TEMP_NAME = re.compile(rf"\..+\.[0-9a-f]{{{2 * _TEMP_TOKEN_BYTES}}}\.tmp")  # its temp files' names
+
+
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``state`` to ``path`` atomically: a temp file in the same folder, flushed to the
     disk (``fsync``), then renamed over ``path``.
@@ -80,10 +84,6 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
         raise
     _sync_folder(path.parent)  # the rename itself survives a power cut
     return path
-
-
-_TEMP_TOKEN_BYTES = 4
-_TEMP_NAME = re.compile(rf"\..+\.[0-9a-f]{{{2 * _TEMP_TOKEN_BYTES}}}\.tmp")  # save_checkpoint's
 
 
 def remove_unfinished_writes(folder: str | os.PathLike) -> list[str]:

@@ -104,7 +104,8 @@ static PyObject *py_soft_nms(PyObject *self, PyObject *args) {
     if (have_labels && PyObject_GetBuffer(labels_obj, &labels, PyBUF_SIMPLE) < 0) goto done;
     size_t size = is_double ? sizeof(double) : sizeof(float);
     Py_ssize_t n = scores.len / (Py_ssize_t)size;
-    if (!check_buffer(&boxes, "boxes", 4 * n, size) || !check_buffer(&kept, "kept", n, size) ||
+    if (!check_buffer(&scores, "scores", n, size) || !check_buffer(&boxes, "boxes", 4 * n, size) ||
+        !check_buffer(&kept, "kept", n, size) ||
         !check_buffer(&keep, "keep", n, sizeof(int64_t)) ||
         (have_labels && !check_buffer(&labels, "labels", n, sizeof(int64_t))))
         goto done;

@@ -231,7 +231,10 @@ def _stage_module(names: Iterable[str], stage: str) -> str:
     names = list(names)
     if stage in names:
         return stage
-    return next(n for n in names if n.endswith("." + stage))
+    found = next((n for n in names if n.endswith("." + stage)), None)
+    if found is None:
+        raise ValueError(f"timm's feature_info names a stage {stage!r} that the model lacks")
+    return found
 
 
 def _stages(model: Any) -> list[dict[str, Any]]:
